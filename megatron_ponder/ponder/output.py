@@ -1,0 +1,18 @@
+"""What a method's forward returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PonderOutput:
+    logits: torch.Tensor  # [L, B, V_local]
+    # Slots per token of each pass that ran, in order (FLOPs accounting; a Loop or
+    # PonderLM-1 pass over L tokens counts as 1).
+    pass_slots: list[int]
+    # Router outputs of the final pass (ponderlm3 only): [L, B, K+1].
+    log_s: torch.Tensor | None = None
+    log_w: torch.Tensor | None = None

@@ -1,0 +1,48 @@
+"""The PonderLM-3 router and its tail probabilities (method.md section 3).
+
+The router reads h_t^(0), the final-norm output of token t's own slot, and predicts
+s_t = P(token t needs exactly k pondering steps), k = 0..K. The soft mask uses the tail
+w_{t,k} = P(steps >= k) = sum_{j >= k} s_{t,j}, computed in log space.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Router(nn.Module):
+    """Linear (or small MLP) map H -> K+1 logits; zero-initialised so s starts uniform."""
+
+    def __init__(self, hidden_size: int, k: int, kind: str = "linear"):
+        super().__init__()
+        if kind == "linear":
+            self.net = nn.Linear(hidden_size, k + 1)
+        elif kind == "mlp":
+            self.net = nn.Sequential(
+                nn.Linear(hidden_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, k + 1)
+            )
+        else:
+            raise ValueError(f"ponder.router={kind!r} is invalid: valid values: linear, mlp")
+        last = self.net if kind == "linear" else self.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, h0: torch.Tensor) -> torch.Tensor:
+        """h0: [..., H] -> router logits [..., K+1]."""
+        return self.net(h0)
+
+
+def log_tail_probs(router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits [..., K+1] -> (log s, log w), both [..., K+1].
+
+    log w_k = logsumexp_{j >= k} log s_j: a reverse cumulative logsumexp, so tails whose
+    probabilities underflow stay finite with finite gradients (never log of a clamp).
+    log w_0 is set to exactly 0 (w_0 = 1 by definition; the sum would round to ~1e-7).
+    """
+    log_s = torch.log_softmax(router_logits.float(), dim=-1)
+    log_w = torch.logcumsumexp(log_s.flip(-1), dim=-1).flip(-1)
+    log_w = torch.cat([torch.zeros_like(log_w[..., :1]), log_w[..., 1:]], dim=-1)
+    # Rounding can make a tail exceed the previous one by one ulp; w must be non-increasing.
+    log_w = torch.cummin(log_w, dim=-1).values
+    return log_s, log_w
