@@ -1,0 +1,67 @@
+"""Soft mask as a FlexAttention `score_mod` over a causal block mask.
+
+Training needs CUDA: torch 2.13 FlexAttention raises NotImplementedError for backward on CPU. On CPU
+the forward runs unfused (eager, materialises the scores), which is enough for forward-only checks.
+Gradients to the captured key_log_w use atomics on GPU: not bitwise deterministic.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Optional
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+
+from .registry import register_backend
+
+
+def _causal(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx
+
+
+@functools.lru_cache(maxsize=32)
+def _causal_block_mask(seq: int, device: str) -> BlockMask:
+    """One causal block mask per (S, device), shared by all batches and heads (B=H=None broadcast)."""
+    return create_block_mask(_causal, None, None, seq, seq, device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_flex():
+    # Compiled once per process; dynamo recompiles per new shape (growth passes change S).
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+@register_backend("flex")
+def flex_soft_mask_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             key_log_w: Optional[torch.Tensor], *, scale: float) -> torch.Tensor:
+    """Soft-mask causal attention. q [B,Hq,S,D], k/v [B,Hkv,S,D], key_log_w [B,S] or None -> [B,Hq,S,D]."""
+    s = q.shape[2]
+    if q.device.type != "cuda" and _needs_grad(q, k, v, key_log_w):
+        raise NotImplementedError(
+            "ponder.attention_backend='flex' needs CUDA for training (torch 2.13 FlexAttention has no "
+            "CPU backward); use 'augmented' on CPU")
+    if q.device.type != "cuda":
+        # torch refuses CPU inputs that merely require grad, even under no_grad: detach them.
+        q, k, v = q.detach(), k.detach(), v.detach()
+        key_log_w = None if key_log_w is None else key_log_w.detach()
+    score_mod = None
+    if key_log_w is not None:
+        log_w = key_log_w.float()  # scores are fp32 inside the kernel; keep the bias at full precision
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + log_w[b, kv_idx]
+
+    block_mask = _causal_block_mask(s, str(q.device))
+    kwargs = dict(score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if q.device.type == "cuda":
+        return _compiled_flex()(q, k, v, **kwargs)
+    with warnings.catch_warnings():
+        # The eager path warns that it is unfused; on CPU that is the intended forward-only use.
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+        return flex_attention(q, k, v, **kwargs)
