@@ -1,0 +1,242 @@
+"""Typed configuration: small dataclasses, YAML in, dotted overrides, early validation.
+
+Every check here runs before a single tensor is allocated, and every error names the
+field (as a dotted path) and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from megatron_ponder.attention.registry import ATTENTION_BACKENDS
+from megatron_ponder.ponder.registry import METHODS
+
+LATENT_INITS = ("growth", "copy")
+ROUTERS = ("linear", "mlp")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the valid values."""
+
+
+@dataclass
+class ModelConfig:
+    """The decoder shared by every method (same parameters for honest comparisons)."""
+
+    vocab_size: int = 256
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_attention_heads: int = 4
+    # Grouped-query attention: number of key/value heads; None means one per query head.
+    num_query_groups: int | None = None
+    # None -> the LLaMA SwiGLU size: 8/3 H rounded up to a multiple of 64.
+    ffn_hidden_size: int | None = None
+    # Length of the RoPE position table: the longest sequence (in tokens, not slots).
+    max_position_embeddings: int = 256
+    rotary_base: float = 10000.0
+    norm_eps: float = 1e-5
+    # None -> PonderLM-2's sqrt(2 / (5 H)).
+    init_std: float | None = None
+
+    @property
+    def ffn_size(self) -> int:
+        if self.ffn_hidden_size is not None:
+            return self.ffn_hidden_size
+        return 64 * math.ceil(8 * self.hidden_size / 3 / 64)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_query_groups or self.num_attention_heads
+
+    @property
+    def std(self) -> float:
+        return self.init_std if self.init_std is not None else math.sqrt(2 / (5 * self.hidden_size))
+
+
+@dataclass
+class PonderConfig:
+    """The method switch and its knobs (method.md sections 3-5)."""
+
+    method: str = "ponderlm3"
+    # K: latent steps (fixed for ponderlm2/pause/loop/ponderlm1, the maximum for ponderlm3).
+    k: int = 3
+    # Hard-pruning threshold on the tail probability w at inference.
+    tau: float = 1e-4
+    # Training draws J uniformly from these per (seed, step); evaluation uses jacobi_eval.
+    jacobi_train: list[int] = field(default_factory=lambda: [2, 3])
+    jacobi_eval: int = 3
+    # lambda of the optional compute penalty lambda * mean_t sum_{k>=1} w_{t,k}.
+    compute_penalty: float = 0.0
+    attention_backend: str = "augmented"
+    # 0: gradients through every pass; n > 0: only the last n passes keep gradients.
+    grad_passes: int = 0
+    # "growth": PonderLM-2's growth passes; "copy": every latent input starts as h^(0).
+    latent_init: str = "growth"
+    router: str = "linear"
+
+
+@dataclass
+class ParallelConfig:
+    tensor_model_parallel_size: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ponder: PonderConfig = field(default_factory=PonderConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    seed: int = 1234
+
+    def validate(self) -> "Config":
+        validate(self)
+        return self
+
+
+def _require(ok: bool, name: str, value: Any, valid: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: {valid}")
+
+
+def validate(cfg: Config) -> None:
+    """Check every field that can be checked without tensors; raise ConfigError."""
+    m, p, par = cfg.model, cfg.ponder, cfg.parallel
+    for name in ("vocab_size", "hidden_size", "num_layers", "num_attention_heads",
+                 "max_position_embeddings"):
+        _require(getattr(m, name) >= 1, f"model.{name}", getattr(m, name), "must be >= 1")
+    _require(m.hidden_size % m.num_attention_heads == 0, "model.hidden_size", m.hidden_size,
+             f"must be divisible by model.num_attention_heads={m.num_attention_heads}")
+    _require(m.num_attention_heads % m.kv_heads == 0, "model.num_query_groups", m.num_query_groups,
+             f"must divide model.num_attention_heads={m.num_attention_heads}")
+    _require(m.ffn_size >= 1, "model.ffn_hidden_size", m.ffn_hidden_size, "must be >= 1 or null")
+    _require(m.std > 0, "model.init_std", m.init_std, "must be > 0 or null")
+    _require(m.norm_eps > 0, "model.norm_eps", m.norm_eps, "must be > 0")
+    _require(m.rotary_base > 1, "model.rotary_base", m.rotary_base, "must be > 1")
+
+    _require(p.method in METHODS, "ponder.method", p.method, f"valid values: {', '.join(METHODS)}")
+    _require(p.k >= 0, "ponder.k", p.k, "must be >= 0 (number of pondering steps)")
+    _require(0.0 < p.tau < 1.0, "ponder.tau", p.tau, "must lie strictly between 0 and 1")
+    _require(len(p.jacobi_train) > 0 and all(j >= 1 for j in p.jacobi_train),
+             "ponder.jacobi_train", p.jacobi_train, "must be a non-empty list of integers >= 1")
+    _require(p.jacobi_eval >= 1, "ponder.jacobi_eval", p.jacobi_eval, "must be >= 1")
+    _require(p.compute_penalty >= 0, "ponder.compute_penalty", p.compute_penalty, "must be >= 0")
+    _require(p.attention_backend in ATTENTION_BACKENDS, "ponder.attention_backend",
+             p.attention_backend, f"valid values: {', '.join(ATTENTION_BACKENDS)}")
+    _require(p.grad_passes >= 0, "ponder.grad_passes", p.grad_passes,
+             "must be >= 0 (0 = gradients through every pass)")
+    _require(p.latent_init in LATENT_INITS, "ponder.latent_init", p.latent_init,
+             f"valid values: {', '.join(LATENT_INITS)}")
+    _require(p.router in ROUTERS, "ponder.router", p.router, f"valid values: {', '.join(ROUTERS)}")
+
+    tp = par.tensor_model_parallel_size
+    _require(tp >= 1, "parallel.tensor_model_parallel_size", tp, "must be >= 1")
+    _require(m.num_attention_heads % tp == 0, "model.num_attention_heads", m.num_attention_heads,
+             f"must be divisible by parallel.tensor_model_parallel_size={tp}")
+    _require(m.kv_heads % tp == 0, "model.num_query_groups", m.kv_heads,
+             f"must be divisible by parallel.tensor_model_parallel_size={tp}")
+    _require(m.vocab_size % tp == 0, "model.vocab_size", m.vocab_size,
+             f"must be divisible by parallel.tensor_model_parallel_size={tp}")
+    _require(m.ffn_size % tp == 0, "model.ffn_hidden_size", m.ffn_size,
+             f"must be divisible by parallel.tensor_model_parallel_size={tp}")
+
+
+def check_sequence_length(seq_len: int, model: ModelConfig) -> None:
+    """Tokens beyond the RoPE table have no position: refuse them before any compute."""
+    _require(seq_len <= model.max_position_embeddings, "sequence length", seq_len,
+             f"must be <= model.max_position_embeddings={model.max_position_embeddings}")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Check a YAML value against a dataclass field's type; ints are accepted as floats."""
+    hint = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if hint in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, name)
+    if hint is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}={value!r} has the wrong type: expected a list")
+        return [_coerce(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
+            raise ConfigError(
+                f"{name}={value!r} has the wrong type: expected {annotation.__name__}"
+            )
+        return value
+    raise TypeError(f"unsupported annotation {annotation} for {name}")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = prefix or "config"
+        raise ConfigError(
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)} in {where}; "
+            f"valid keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, prefix + key)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'ponder.k=3' -> ('ponder.k', 3); values are parsed as YAML scalars or lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def config_from_dict(data: dict, overrides: list[str] = ()) -> Config:
+    data = dict(data)
+    for text in overrides:
+        _set_dotted(data, *parse_override(text))
+    return _build(Config, data, "").validate()
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        return config_from_dict(data, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

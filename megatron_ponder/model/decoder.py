@@ -1,0 +1,113 @@
+"""The decoder every method shares, implementing the `Backbone` protocol on megatron-core.
+
+Vocabulary-parallel embedding and LM head (untied), a TransformerBlock from our layer
+spec, a final RMSNorm, RoPE from explicit position ids, and the method's own small
+parameters (PonderLM-3's router, Pause's pause vector), replicated across TP ranks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.tensor_parallel.mappings import (
+    copy_to_tensor_model_parallel_region, reduce_from_tensor_model_parallel_region,
+)
+from megatron.core.process_groups_config import ProcessGroupCollection
+from megatron.core.transformer import TransformerConfig
+from megatron.core.transformer.transformer_block import TransformerBlock
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.spec_utils import build_module
+from torch import nn
+
+from megatron_ponder.config import Config
+from megatron_ponder.model.rope import RotaryTable
+from megatron_ponder.model.spec import ponder_layer_spec
+from megatron_ponder.ponder.registry import USES_PAUSE, USES_ROUTER
+from megatron_ponder.ponder.router import Router
+
+
+class PonderDecoder(MegatronModule):
+    def __init__(self, cfg: Config, config: TransformerConfig):
+        super().__init__(config=config)
+        m, p = cfg.model, cfg.ponder
+        self.tp_group = parallel_state.get_tensor_model_parallel_group()
+        # PonderLM-2: sqrt(2.5 H) puts token embeddings (std sqrt(2/(5H))) at RMS 1, the
+        # scale of the final-norm outputs that latent slots feed back in.
+        self.embedding_scale = math.sqrt(2.5 * m.hidden_size)
+        self.embedding = tensor_parallel.VocabParallelEmbedding(
+            m.vocab_size, m.hidden_size, init_method=config.init_method, config=config,
+            tp_group=self.tp_group,
+        )
+        spec = ponder_layer_spec(p.attention_backend)
+        self.decoder = TransformerBlock(
+            config, spec, post_layer_norm=False,
+            pg_collection=ProcessGroupCollection.use_mpu_process_groups(),
+        )
+        self.final_layernorm = build_module(
+            spec.submodules.input_layernorm, config=config, hidden_size=m.hidden_size,
+            eps=m.norm_eps,
+        )
+        self.output_layer = tensor_parallel.ColumnParallelLinear(
+            m.hidden_size, m.vocab_size, config=config, init_method=config.init_method,
+            bias=False, gather_output=False, tp_group=self.tp_group,
+        )
+        self.rotary = RotaryTable(m.hidden_size // m.num_attention_heads,
+                                  m.max_position_embeddings, m.rotary_base)
+        self.router = Router(m.hidden_size, p.k, p.router) if p.method in USES_ROUTER else None
+        if p.method in USES_PAUSE:
+            self.pause_embedding = nn.Parameter(torch.empty(m.hidden_size))
+            config.init_method(self.pause_embedding)
+        else:
+            self.pause_embedding = None
+
+    # ----------------------------------------------------------------- Backbone protocol
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embedding(tokens).transpose(0, 1) * self.embedding_scale
+
+    def run(self, inputs, position_ids, key_log_w=None, final_norm=True):
+        if key_log_w is not None:
+            # Each TP rank's heads see the same bias: its gradient is a partial sum per
+            # rank, all-reduced by this op's backward.
+            key_log_w = copy_to_tensor_model_parallel_region(key_log_w, self.tp_group)
+        hidden = self.decoder(
+            hidden_states=inputs, attention_mask=key_log_w,
+            rotary_pos_emb=self.rotary(position_ids),
+        )
+        return self.final_layernorm(hidden) if final_norm else hidden
+
+    def final_norm(self, hidden):
+        return self.final_layernorm(hidden)
+
+    def lm_logits(self, hidden):
+        return self.output_layer(hidden)[0]
+
+    def expected_embedding(self, logits):
+        """sqrt(2.5 H) softmax(logits) @ E with the softmax over the TP-sharded vocabulary."""
+        logits = logits.float()
+        shift = logits.detach().max(dim=-1, keepdim=True).values
+        if dist.get_world_size(self.tp_group) > 1:
+            dist.all_reduce(shift, op=dist.ReduceOp.MAX, group=self.tp_group)
+        exp = (logits - shift).exp()
+        # Forward: all-reduce the partial sums. Backward: each rank's local quotients give
+        # a partial gradient of the shared denominator; copy_to's backward sums them.
+        denominator = copy_to_tensor_model_parallel_region(
+            reduce_from_tensor_model_parallel_region(exp.sum(-1, keepdim=True), self.tp_group),
+            self.tp_group,
+        )
+        local = (exp / denominator).to(self.embedding.weight.dtype) @ self.embedding.weight
+        return reduce_from_tensor_model_parallel_region(local, self.tp_group) * self.embedding_scale
+
+    def route(self, h0):
+        return self.router(h0)
+
+    def pause_inputs(self, like):
+        return (self.pause_embedding * self.embedding_scale).to(like.dtype).expand_as(like)
+
+    def cross_entropy(self, logits, labels):
+        return tensor_parallel.vocab_parallel_cross_entropy(
+            logits.float(), labels.transpose(0, 1).contiguous()
+        ).transpose(0, 1)

@@ -1,0 +1,43 @@
+"""PonderLM: the shared decoder plus the method switch, the model a trainer holds."""
+
+from __future__ import annotations
+
+import torch
+from megatron.core.transformer.module import MegatronModule
+
+from megatron_ponder.config import Config, check_sequence_length
+from megatron_ponder.model.decoder import PonderDecoder
+from megatron_ponder.model.transformer_config import to_transformer_config
+from megatron_ponder.ponder import PonderOutput, jacobi_iterations, method_forward, ponder_loss
+from megatron_ponder.ponder.loss import ponder_statistics
+
+
+class PonderLM(MegatronModule):
+    def __init__(self, cfg: Config, params_dtype: torch.dtype = torch.float32):
+        config = to_transformer_config(cfg, params_dtype)
+        super().__init__(config=config)
+        self.cfg = cfg
+        self.decoder = PonderDecoder(cfg, config)
+
+    def jacobi_for_step(self, step: int) -> int:
+        p = self.cfg.ponder
+        return jacobi_iterations(self.cfg.seed, step, p.jacobi_train) if self.training else p.jacobi_eval
+
+    def forward(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None) -> PonderOutput:
+        """tokens [B, L] -> PonderOutput (logits [L, B, V_local]). J comes from
+        (seed, step) in training and from ponder.jacobi_eval in eval, unless given."""
+        check_sequence_length(tokens.shape[1], self.cfg.model)
+        p = self.cfg.ponder
+        return method_forward(
+            p.method, self.decoder, tokens, k=p.k,
+            jacobi=self.jacobi_for_step(step) if jacobi is None else jacobi,
+            latent_init=p.latent_init, grad_passes=p.grad_passes,
+        )
+
+    def loss(self, output: PonderOutput, labels: torch.Tensor, loss_mask=None):
+        return ponder_loss(self.decoder, output, labels, loss_mask, self.cfg.ponder.compute_penalty)
+
+    def statistics(self, output: PonderOutput) -> dict[str, float]:
+        if output.log_w is None:
+            return {}
+        return ponder_statistics(output.log_s, output.log_w, self.cfg.ponder.tau)

@@ -1,0 +1,47 @@
+"""torch.distributed + megatron-core process groups, on GPU (nccl) or CPU (gloo)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+from megatron_ponder.config import Config, ConfigError
+
+
+def initialize_parallel(cfg: Config) -> None:
+    """Initialise the default process group (from torchrun's environment, or a single
+    local process) and megatron's model-parallel groups; seed every RNG from cfg.seed."""
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    tp = cfg.parallel.tensor_model_parallel_size
+    world = dist.get_world_size()
+    if world % tp:
+        raise ConfigError(
+            f"parallel.tensor_model_parallel_size={tp} must divide the world size {world}"
+        )
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp)
+    torch.manual_seed(cfg.seed)
+    # On CPU megatron's CUDA RNG tracker cannot be seeded; the inference tracker works.
+    model_parallel_cuda_manual_seed(
+        cfg.seed, inference_rng_tracker=not torch.cuda.is_available(), force_reset_rng=True
+    )
+
+
+def destroy_parallel() -> None:
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()

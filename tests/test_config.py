@@ -1,0 +1,65 @@
+"""Proof 8: bad configuration fails before any allocation, naming the field and what is valid."""
+
+import pytest
+import torch
+
+from factories import tiny_config
+from megatron_ponder.config import ConfigError, config_from_dict, load_config
+from megatron_ponder.model import ponder_lm
+
+
+@pytest.mark.parametrize("override, field, valid", [
+    ("ponder.k=-1", "ponder.k", ">= 0"),
+    ("ponder.tau=0", "ponder.tau", "strictly between 0 and 1"),
+    ("ponder.tau=1.5", "ponder.tau", "strictly between 0 and 1"),
+    ("ponder.method=ponderlm9", "ponder.method", "vanilla, ponderlm1, ponderlm2, loop, pause, ponderlm3"),
+    ("ponder.attention_backend=cudnn", "ponder.attention_backend", "reference, augmented, flex"),
+    ("parallel.tensor_model_parallel_size=3", "model.num_attention_heads",
+     "divisible by parallel.tensor_model_parallel_size=3"),
+    ("ponder.latent_init=zeros", "ponder.latent_init", "growth, copy"),
+    ("ponder.jacobi_train=[]", "ponder.jacobi_train", "non-empty"),
+])
+def test_bad_field_is_named_with_valid_values(override, field, valid, monkeypatch):
+    built = []
+    monkeypatch.setattr(ponder_lm.PonderLM, "__init__", lambda *a, **k: built.append(1))
+    with pytest.raises(ConfigError) as err:
+        tiny_config(overrides=[override])
+    assert field in str(err.value) and valid in str(err.value)
+    assert not built  # rejected while parsing: no model, no tensor was allocated
+
+
+def test_build_model_validates_before_touching_parallel_state_or_memory(monkeypatch):
+    from megatron_ponder.model import build_model
+
+    cfg = tiny_config()
+    cfg.ponder.k = -2  # mutated after parsing: build_model must re-validate
+    built = []
+    monkeypatch.setattr(ponder_lm.PonderLM, "__init__", lambda *a, **k: built.append(1))
+    with pytest.raises(ConfigError, match="ponder.k=-2"):
+        build_model(cfg)
+    assert not built
+
+
+def test_sequence_longer_than_position_table_fails_before_the_forward(build, monkeypatch):
+    model = build(tiny_config("ponderlm3"))
+    embedded = []
+    monkeypatch.setattr(model.decoder, "embed", lambda tokens: embedded.append(1))
+    too_long = torch.zeros(1, model.cfg.model.max_position_embeddings + 1, dtype=torch.long)
+    with pytest.raises(ConfigError, match="model.max_position_embeddings=32"):
+        model(too_long)
+    assert not embedded
+
+
+def test_unknown_keys_and_wrong_types_are_named():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) ponder.kk .*valid keys: .*k,"):
+        config_from_dict({"ponder": {"kk": 3}})
+    with pytest.raises(ConfigError, match=r"model.hidden_size='64' has the wrong type: expected int"):
+        config_from_dict({"model": {"hidden_size": "64"}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/recipe.yaml")
+
+
+def test_dotted_overrides_and_int_to_float():
+    cfg = config_from_dict({}, ["ponder.tau=0.01", "model.num_layers=3", "ponder.compute_penalty=1"])
+    assert cfg.ponder.tau == 0.01 and cfg.model.num_layers == 3
+    assert isinstance(cfg.ponder.compute_penalty, float)
