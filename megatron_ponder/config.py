@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from megatron_ponder.ponder.registry import METHODS
 
 LATENT_INITS = ("growth", "copy")
 ROUTERS = ("linear", "mlp")
+PRECISIONS = ("auto", "fp32", "bf16")
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 class ConfigError(ValueError):
@@ -89,10 +92,75 @@ class ParallelConfig:
 
 
 @dataclass
+class DataConfig:
+    """Token data: megatron indexed datasets (.bin/.idx) read through GPTDataset."""
+
+    # sentencepiece model; the model's vocabulary must hold every id it produces.
+    tokenizer: str = ""
+    # Path prefixes of indexed datasets (PREFIX.bin / PREFIX.idx), blended by `weights`.
+    prefixes: list[str] = field(default_factory=list)
+    # Sampling weights of the prefixes (normalised); empty = proportional to their sizes.
+    weights: list[float] = field(default_factory=list)
+    # Train/valid/test split of every corpus by documents, as megatron's "969,30,1".
+    split: str = "969,30,1"
+    # Tokens per training sequence (<= model.max_position_embeddings).
+    seq_length: int = 128
+    # Where GPTDataset's index caches are built once and reused; "" = next to the run.
+    cache_dir: str = ""
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation and the run around it."""
+
+    output_dir: str = "runs/default"
+    steps: int = 100
+    micro_batch_size: int = 4
+    # Sequences per optimizer step over all data-parallel ranks (gradient accumulation).
+    global_batch_size: int = 8
+    lr: float = 3e-4
+    # Cosine decay to min_lr_ratio * lr after a linear warmup of warmup_fraction * steps.
+    min_lr_ratio: float = 0.1
+    warmup_fraction: float = 0.02
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    log_interval: int = 10
+    eval_interval: int = 100
+    eval_batches: int = 10
+    save_interval: int = 100
+    keep_checkpoints: int = 3
+    # Save and exit (code 3) before this much wall time has passed; 0 = no limit.
+    max_wall_time_s: float = 0.0
+    # Save and exit (code 3) after every step that is a multiple of this; 0 = never.
+    exit_interval: int = 0
+    # Steps whose loss or gradients are not finite are skipped, up to this many in a row.
+    max_nonfinite_skips: int = 3
+    # "auto": bf16 autocast on GPU, fp32 on CPU.
+    precision: str = "auto"
+    # Peak FLOP/s per device for MFU; 0 = a table of GPUs, or a measured matmul rate on CPU.
+    peak_tflops: float = 0.0
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    # wandb mode: "offline" (default, sync later with `wandb sync`), "online" or "disabled".
+    wandb: str = "offline"
+    wandb_project: str = "megatron-ponder"
+    run_name: str = ""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ponder: PonderConfig = field(default_factory=PonderConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 1234
 
     def validate(self) -> "Config":
@@ -145,6 +213,45 @@ def validate(cfg: Config) -> None:
              f"must be divisible by parallel.tensor_model_parallel_size={tp}")
     _require(m.ffn_size % tp == 0, "model.ffn_hidden_size", m.ffn_size,
              f"must be divisible by parallel.tensor_model_parallel_size={tp}")
+    _validate_run(cfg)
+
+
+def _validate_run(cfg: Config) -> None:
+    d, t, lg = cfg.data, cfg.train, cfg.logging
+    _require(len(d.weights) in (0, len(d.prefixes)), "data.weights", d.weights,
+             f"must be empty or have one weight per data.prefixes entry ({len(d.prefixes)})")
+    _require(all(w > 0 for w in d.weights), "data.weights", d.weights, "must all be > 0")
+    parts = d.split.replace("/", ",").split(",")
+    _require(len(parts) == 3 and all(p.strip().replace(".", "", 1).isdigit() for p in parts)
+             and sum(float(p) for p in parts) > 0, "data.split", d.split,
+             'must be three non-negative numbers such as "969,30,1"')
+    _require(1 <= d.seq_length <= cfg.model.max_position_embeddings, "data.seq_length",
+             d.seq_length, f"must be in [1, model.max_position_embeddings="
+             f"{cfg.model.max_position_embeddings}]")
+    for name in ("steps", "micro_batch_size", "global_batch_size", "log_interval",
+                 "eval_interval", "save_interval", "keep_checkpoints"):
+        _require(getattr(t, name) >= 1, f"train.{name}", getattr(t, name), "must be >= 1")
+    _require(t.global_batch_size % t.micro_batch_size == 0, "train.global_batch_size",
+             t.global_batch_size, f"must be a multiple of train.micro_batch_size={t.micro_batch_size}")
+    _require(t.lr > 0, "train.lr", t.lr, "must be > 0")
+    _require(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "must be in [0, 1]")
+    _require(0 <= t.warmup_fraction < 1, "train.warmup_fraction", t.warmup_fraction,
+             "must be in [0, 1)")
+    _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")
+    _require(0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "train.adam_beta1/adam_beta2",
+             (t.adam_beta1, t.adam_beta2), "must be in [0, 1)")
+    _require(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0 (0 = off)")
+    _require(t.eval_batches >= 0, "train.eval_batches", t.eval_batches, "must be >= 0")
+    _require(t.max_wall_time_s >= 0, "train.max_wall_time_s", t.max_wall_time_s,
+             "must be >= 0 (0 = no limit)")
+    _require(t.exit_interval >= 0, "train.exit_interval", t.exit_interval, "must be >= 0 (0 = never)")
+    _require(t.peak_tflops >= 0, "train.peak_tflops", t.peak_tflops, "must be >= 0 (0 = auto)")
+    _require(t.max_nonfinite_skips >= 0, "train.max_nonfinite_skips", t.max_nonfinite_skips,
+             "must be >= 0")
+    _require(t.precision in PRECISIONS, "train.precision", t.precision,
+             f"valid values: {', '.join(PRECISIONS)}")
+    _require(lg.wandb in WANDB_MODES, "logging.wandb", lg.wandb,
+             f"valid values: {', '.join(WANDB_MODES)}")
 
 
 def check_sequence_length(seq_len: int, model: ModelConfig) -> None:
@@ -154,6 +261,9 @@ def check_sequence_length(seq_len: int, model: ModelConfig) -> None:
 
 
 # ----------------------------------------------------------------------------- loading
+
+
+_SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
@@ -171,6 +281,8 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         return [_coerce(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if annotation in (int, float, str, bool):
         if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
             raise ConfigError(

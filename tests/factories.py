@@ -12,6 +12,7 @@ def tiny_config(method: str = "ponderlm3", k: int = 2, overrides: list[str] = ()
                   "num_attention_heads": 4, "num_query_groups": 2,
                   "max_position_embeddings": 32, **model},
         "ponder": {"method": method, "k": k},
+        "data": {"seq_length": 16},
         "seed": 7,
     }
     return config_from_dict(base, list(overrides))

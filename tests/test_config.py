@@ -63,3 +63,10 @@ def test_dotted_overrides_and_int_to_float():
     cfg = config_from_dict({}, ["ponder.tau=0.01", "model.num_layers=3", "ponder.compute_penalty=1"])
     assert cfg.ponder.tau == 0.01 and cfg.model.num_layers == 3
     assert isinstance(cfg.ponder.compute_penalty, float)
+
+
+def test_scientific_notation_without_a_dot_is_a_float():
+    cfg = config_from_dict({"ponder": {"tau": "1e-3"}}, ["train.lr=3e-4"])
+    assert cfg.ponder.tau == 1e-3 and cfg.train.lr == 3e-4
+    with pytest.raises(ConfigError, match="ponder.tau='1e-3x' has the wrong type"):
+        config_from_dict({"ponder": {"tau": "1e-3x"}})

@@ -1,0 +1,168 @@
+"""FLOPs accounting (method.md section 6) on a shape small enough to add up by hand.
+
+Shape: H 8, 1 layer, SwiGLU width 16, 2 query heads of dim 4, 1 K/V head, vocabulary 10.
+  non-embedding parameters N = 1 * (QKV 8*(8 + 2*1*4) + proj 8*8 + SwiGLU 3*8*16 + norms 2*8)
+                               + final norm 8 = 128 + 64 + 384 + 16 + 8 = 600
+  one attended key, all layers (QK^T and AV, 2 FLOPs per multiply-add): 4 * 2*4 * 1 = 32
+  LM head per token: 2 * 8 * 10 = 160; router per token: 2 * 8 * (K+1)
+Every figure below is an exact integer (inference means are of integers: exact in float64).
+"""
+
+import pytest
+import torch
+
+from factories import tiny_config
+from megatron_ponder.ponder.flops import (
+    DecoderShape, forward_flops, inference_flops_per_token, training_flops,
+)
+
+TINY = dict(vocab_size=10, hidden_size=8, num_layers=1, ffn_hidden_size=16,
+            num_attention_heads=2, num_query_groups=1)
+SHAPE = DecoderShape(hidden=8, layers=1, ffn=16, heads=2, kv_heads=1, vocab=10)
+N = 1 * (8 * (8 + 2 * 1 * 4) + 8 * 8 + 3 * 8 * 16 + 2 * 8) + 8
+ATT = 4 * 2 * 4 * 1  # per attended key, all layers
+HEAD = 2 * 8 * 10    # LM head (or softmax @ E) per token
+L, K, J = 3, 2, 2    # tokens, latent steps, Jacobi iterations
+ROUTER = 2 * 8 * (K + 1)
+
+# Pass schedules (slots per token of each pass) for K 2, J 2: the model reports them too.
+SCHEDULES = {
+    "vanilla": [1],
+    "pause": [K + 1],
+    "loop": [1] * (K + 1),
+    "ponderlm1": [1] * (K + 1),
+    "ponderlm2": [1, 2, 3, 3, 3],  # pass 0, growth m = 1, J + 1 = 3 full passes
+    "ponderlm3": [1, 2, 3, 3, 3],
+}
+
+
+def test_hand_constants():
+    assert N == 600 and ATT == 32 and HEAD == 160 and ROUTER == 48
+
+
+def test_shape_of_config():
+    assert DecoderShape.of(tiny_config("vanilla", K, **TINY).model) == SHAPE
+    assert SHAPE.head_dim == 4
+
+
+@pytest.mark.parametrize("method", list(SCHEDULES))
+def test_non_embedding_params_equal_the_real_model_minus_embedding_head_and_extras(method, build):
+    model = build(tiny_config(method, K, **TINY))
+    excluded = ("decoder.embedding.", "decoder.output_layer.", "decoder.router.",
+                "decoder.pause_embedding")
+    stack = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(excluded))
+    assert SHAPE.non_embedding_params == stack == N
+    extras = {name: p.numel() for name, p in model.named_parameters() if name.startswith(excluded)}
+    expected = {"decoder.embedding.weight": 10 * 8, "decoder.output_layer.weight": 10 * 8}
+    if method == "ponderlm3":  # Linear(H, K+1)
+        expected |= {"decoder.router.net.weight": (K + 1) * 8, "decoder.router.net.bias": K + 1}
+    if method == "pause":      # one learned pause vector
+        expected |= {"decoder.pause_embedding": 8}
+    assert extras == expected
+
+
+@pytest.mark.parametrize("method, jacobi, latent_init, slots", [
+    *[(m, J, "growth", s) for m, s in SCHEDULES.items()],
+    ("ponderlm3", 3, "growth", [1, 2, 3, 3, 3, 3]),
+    ("ponderlm2", 2, "copy", [1, 3, 3, 3]),
+])
+def test_model_reports_the_schedule_the_accounting_assumes(method, jacobi, latent_init, slots, build):
+    model = build(tiny_config(method, K, overrides=[f"ponder.latent_init={latent_init}"], **TINY))
+    with torch.no_grad():
+        out = model(torch.zeros(1, L, dtype=torch.long), jacobi=jacobi)
+    assert out.pass_slots == slots
+
+
+def test_pass_and_head_flops():
+    # S = slots * tokens positions; causal attention over S(S+1)/2 (query, key) pairs.
+    assert SHAPE.pass_flops(L, 1) == 2 * 600 * 3 + 32 * (3 * 4 // 2) == 3792
+    assert SHAPE.pass_flops(L, 2) == 2 * 600 * 6 + 32 * (6 * 7 // 2) == 7872
+    assert SHAPE.pass_flops(L, 3) == 2 * 600 * 9 + 32 * (9 * 10 // 2) == 12240
+    assert SHAPE.head_flops(L) == 160 * 3 == 480
+    assert SHAPE.attention_flops(5) == 32 * 5
+
+
+P1, P2, P3 = 3792, 7872, 12240  # pass_flops(L, 1 / 2 / 3 slots)
+FORWARD = {
+    "vanilla": P1 + 480,
+    "pause": P3 + 480,                           # K pause slots per token, logits once
+    "loop": 3 * P1 + 480,                        # K+1 passes, one head
+    "ponderlm1": 3 * P1 + 3 * 480 + 2 * 480,     # a head after every pass + K softmax @ E
+    "ponderlm2": P1 + P2 + 3 * P3 + 480,
+    "ponderlm3": P1 + P2 + 3 * P3 + 480 + 5 * 3 * ROUTER,  # router after each of 5 passes
+}
+
+
+@pytest.mark.parametrize("method", list(SCHEDULES))
+def test_forward_and_training_flops(method):
+    assert FORWARD == {"vanilla": 4272, "pause": 12720, "loop": 11856, "ponderlm1": 13776,
+                       "ponderlm2": 48864, "ponderlm3": 49584}
+    fwd = forward_flops(SHAPE, method, K, SCHEDULES[method], L)
+    assert fwd == FORWARD[method]
+    assert training_flops(SHAPE, method, K, SCHEDULES[method], L) == 3 * fwd  # backward = 2x
+    too_many = len(SCHEDULES[method])
+    assert training_flops(SHAPE, method, K, SCHEDULES[method], L, grad_passes=too_many) == 3 * fwd
+
+
+def test_training_flops_with_truncated_gradients():
+    # grad_passes 2: passes [1, 2, 3] run without autograd (forward only), [3, 3] keep it.
+    assert training_flops(SHAPE, "ponderlm2", K, SCHEDULES["ponderlm2"], L, grad_passes=2) \
+        == 3 * 48864 - 2 * (P1 + P2 + P3) == 98784
+    # PonderLM-3: the router of those three passes runs without autograd too.
+    assert training_flops(SHAPE, "ponderlm3", K, SCHEDULES["ponderlm3"], L, grad_passes=2) \
+        == 3 * 49584 - 2 * (P1 + P2 + P3 + 3 * 3 * ROUTER) == 100080
+    # Only the latent-thought methods truncate; the others keep gradients through every pass.
+    for method in ("loop", "ponderlm1", "vanilla", "pause"):
+        assert training_flops(SHAPE, method, K, SCHEDULES[method], L, grad_passes=1) \
+            == 3 * FORWARD[method]
+
+
+# Inference with a KV cache, mean over the L = 3 tokens (method.md section 6).
+INFERENCE = {
+    # 1 slot per token; token t attends to t keys: mean t = 2.
+    "vanilla": 2 * 600 + 32 * 2 + 160,
+    # K+1 = 3 slots per token over a 3x longer cache: slots 1..9 attend 1..9 keys,
+    # per token 1+2+3, 4+5+6, 7+8+9 = 6, 15, 24 (mean 15).
+    "ponderlm2": 3 * 2 * 600 + 32 * 15 + 160,
+    "pause": 3 * 2 * 600 + 32 * 15 + 160,
+    # K+1 passes over an L-long context each (mean t = 2), one head.
+    "loop": 3 * (2 * 600 + 32 * 2) + 160,
+    # the same passes, K+1 heads and K softmax @ E.
+    "ponderlm1": 3 * (2 * 600 + 32 * 2) + (3 + 2) * 160,
+}
+
+
+@pytest.mark.parametrize("method", list(INFERENCE))
+def test_inference_flops_per_token(method):
+    assert INFERENCE == {"vanilla": 1424, "ponderlm2": 4240, "pause": 4240, "loop": 3952,
+                         "ponderlm1": 4592}
+    assert inference_flops_per_token(SHAPE, method, K, L) == INFERENCE[method]
+
+
+def test_ponderlm3_inference_counts_the_kept_slots():
+    # K_hat = 2, 0, 1: slots 3, 1, 2; cache positions 1-3 | 4 | 5-6 -> attended 6, 4, 11.
+    kept = torch.tensor([[2, 0, 1]])
+    per_token = [3 * 1200 + 32 * 6, 1 * 1200 + 32 * 4, 2 * 1200 + 32 * 11]
+    expected = sum(per_token) / 3 + 160 + ROUTER
+    assert expected == 2832
+    assert inference_flops_per_token(SHAPE, "ponderlm3", K, L, kept) == expected
+    # A batch is the mean over its rows (each row its own cache).
+    both = torch.tensor([[2, 0, 1], [2, 2, 2]])
+    assert inference_flops_per_token(SHAPE, "ponderlm3", K, L, both) \
+        == (2832 + INFERENCE["ponderlm2"] + ROUTER) / 2
+
+
+def test_ponderlm3_bounds_are_ponderlm2_and_vanilla_plus_the_router():
+    all_k = torch.full((2, L), K)
+    none = torch.zeros(2, L, dtype=torch.long)
+    assert inference_flops_per_token(SHAPE, "ponderlm3", K, L, all_k) \
+        == inference_flops_per_token(SHAPE, "ponderlm2", K, L) + ROUTER == 4288
+    assert inference_flops_per_token(SHAPE, "ponderlm3", K, L, none) \
+        == inference_flops_per_token(SHAPE, "vanilla", K, L) + ROUTER == 1472
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="kept_steps"):
+        inference_flops_per_token(SHAPE, "ponderlm3", K, L)
+    with pytest.raises(ValueError, match="unknown method"):
+        inference_flops_per_token(SHAPE, "ponderlm9", K, L)
