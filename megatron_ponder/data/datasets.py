@@ -1,0 +1,162 @@
+"""Train/valid/test token datasets through megatron-core's GPTDataset and BlendedDataset.
+
+`build_datasets` hands the configured prefixes, weights and split to megatron's
+`BlendedMegatronDatasetBuilder`, so sampling, epoch handling, shuffling and the on-disk index
+caches are megatron's own. What this module adds:
+
+* every prefix is validated with `check_indexed_prefix` first (clear errors, not mmap ones),
+  and every split that is asked for samples must hold documents and at least
+  seq_length + 1 tokens in every prefix (megatron would otherwise loop forever on an empty
+  split or fail an assert);
+* empty `data.weights` means weights proportional to each prefix's token count, passed to
+  megatron explicitly: with no weights, megatron caps a blend at one epoch of its parts;
+* a split asked for 0 samples is not built at all (returned as None);
+* the index caches live in `cache_dir`, keyed by megatron's description hash (which knows
+  the prefix names, not their contents), to which we add a fingerprint of each .bin/.idx
+  (both sizes, the index's first and last MiB) so that re-preprocessing a prefix in place
+  does not reuse stale indices;
+* megatron's BlendedDataset asks for the process rank when it builds its index, so without
+  torch.distributed a temporary single-process gloo group (in-memory store, no port) is set
+  up for the build and torn down after it.
+
+Every item of a returned dataset is a dict of tensors of length seq_length:
+``tokens`` (int64), ``labels`` (int64, tokens shifted left by one: the next token),
+``loss_mask`` (float32, all ones: no padding, EOD tokens are learnt) and ``position_ids``
+(int64, 0..seq_length-1); items of a blend of several prefixes also carry ``dataset_id``
+(a numpy int16 scalar: the index of the prefix). Sequences run across document boundaries,
+separated by the EOD token; `batch_for_step` (batches.py) stacks them into micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch.distributed as dist
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.datasets.utils import Split
+
+from megatron_ponder.config import ConfigError, DataConfig
+from megatron_ponder.data.errors import DataError
+from megatron_ponder.data.indexed import IndexedInfo, check_indexed_prefix, token_dtype
+
+
+class _TokenizerInfo:
+    """The slice of a megatron tokenizer GPTDataset reads: vocab size, eod, pad (none: -1),
+    and `unique_identifiers`, which megatron hashes into the cache file names."""
+
+    def __init__(self, vocab_size: int, eod_id: int, fingerprint: dict):
+        self.vocab_size, self.eod, self.pad = vocab_size, eod_id, -1
+        self.unique_identifiers = OrderedDict(
+            [("class", "megatron_ponder.sentencepiece"), ("vocab_size", vocab_size),
+             ("eod", eod_id), ("data_fingerprint", fingerprint)])
+
+
+def _fingerprint(prefix: str) -> str:
+    digest = hashlib.sha1()
+    for suffix in (".bin", ".idx"):
+        digest.update(str(os.path.getsize(prefix + suffix)).encode())
+    with open(prefix + ".idx", "rb") as stream:
+        digest.update(stream.read(1 << 20))
+        stream.seek(max(0, os.path.getsize(prefix + ".idx") - (1 << 20)))
+        digest.update(stream.read())
+    return digest.hexdigest()
+
+
+def _check_vocab(info: IndexedInfo, vocab_size: int) -> None:
+    if info.dtype != token_dtype(vocab_size):
+        raise DataError(
+            f"{info.prefix}.bin holds {info.dtype.__name__} token ids, but a vocabulary of "
+            f"{vocab_size} tokens is stored as {token_dtype(vocab_size).__name__}: it was "
+            "tokenised with a different tokenizer; re-run tools/preprocess_data.py with "
+            "data.tokenizer")
+
+
+def _check_splits(infos: list[IndexedInfo], matrix: list, num_samples, seq_length: int,
+                  split: str) -> None:
+    """The document range megatron gives each split must be able to serve its samples."""
+    for info in infos:
+        n = info.num_sequences
+        for s in Split:
+            if matrix[s.value] is None or not num_samples[s.value]:
+                continue
+            beg, end = (int(round(b * float(n))) for b in matrix[s.value])
+            tokens = int(info.sequence_lengths[beg:end].sum())
+            if tokens < seq_length + 1:
+                raise DataError(
+                    f"data.split={split!r} gives the {s.name} split documents [{beg}, {end}) "
+                    f"of the {n} in {info.prefix}: {tokens} tokens, fewer than "
+                    f"data.seq_length + 1 = {seq_length + 1}; use a larger corpus, another "
+                    f"split, or ask for 0 {s.name} samples")
+
+
+@contextlib.contextmanager
+def _process_group():
+    """A single-process gloo group for the build if torch.distributed is not initialised."""
+    if dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def build_datasets(
+    data_cfg: DataConfig,
+    *,
+    vocab_size: int,
+    eod_id: int,
+    seed: int,
+    num_samples: tuple[int, int, int],
+    cache_dir: str | Path | None = None,
+) -> tuple[GPTDataset | None, GPTDataset | None, GPTDataset | None]:
+    """(train, valid, test) datasets of at least num_samples[i] items each (None where 0).
+
+    cache_dir: where the index caches go; None = data_cfg.cache_dir. Call on every rank: rank
+    0 builds the caches, the others wait at a barrier and then load them.
+    """
+    if not data_cfg.prefixes:
+        raise ConfigError("data.prefixes is empty: list at least one PREFIX of a .bin/.idx "
+                          "pair made by tools/preprocess_data.py")
+    if len(num_samples) != 3 or any(n < 0 for n in num_samples) or num_samples[0] < 1:
+        raise ValueError(f"num_samples={num_samples!r}: need (train >= 1, valid >= 0, "
+                         "test >= 0)")
+    cache = str(cache_dir or data_cfg.cache_dir)
+    if not cache:
+        raise ConfigError("data.cache_dir is empty and no cache_dir was given: GPTDataset "
+                          "needs a directory for its index caches")
+    if data_cfg.weights and len(data_cfg.weights) != len(data_cfg.prefixes):
+        raise ConfigError(f"data.weights={data_cfg.weights!r} must be empty or have one weight "
+                          f"per data.prefixes entry ({len(data_cfg.prefixes)})")
+    prefixes = [os.path.abspath(p) for p in data_cfg.prefixes]
+    infos = [check_indexed_prefix(p) for p in prefixes]
+    for info in infos:
+        _check_vocab(info, vocab_size)
+    weights = list(data_cfg.weights) or [float(info.num_tokens) for info in infos]
+    blend = (prefixes, None if len(prefixes) == 1 else [float(w) for w in weights])
+    tokenizer = _TokenizerInfo(vocab_size, eod_id, {p: _fingerprint(p) for p in prefixes})
+    config = GPTDatasetConfig(
+        random_seed=seed, sequence_length=data_cfg.seq_length, blend=blend,
+        split=data_cfg.split, path_to_cache=cache, tokenizer=tokenizer,
+        reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False,
+        create_attention_mask=False, mmap_bin_files=True, num_dataset_builder_threads=1,
+    )
+    for s in Split:  # splits nobody asks for are not built (megatron would build an epoch)
+        if num_samples[s.value] == 0:
+            config.split_matrix[s.value] = None
+    for s in Split:
+        if num_samples[s.value] and config.split_matrix[s.value] is None:
+            raise ConfigError(f"data.split={data_cfg.split!r} gives the {s.name} split no "
+                              f"documents, but {num_samples[s.value]} {s.name} samples were "
+                              "asked for")
+    _check_splits(infos, config.split_matrix, num_samples, data_cfg.seq_length, data_cfg.split)
+    with _process_group():
+        train, valid, test = BlendedMegatronDatasetBuilder(
+            GPTDataset, list(num_samples), lambda: True, config).build()
+    return train, valid, test

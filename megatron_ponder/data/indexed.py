@@ -1,0 +1,211 @@
+"""Tokenised corpora as megatron-core indexed datasets (PREFIX.bin + PREFIX.idx).
+
+`preprocess` turns text/JSONL files (see documents.py for the formats) into the pair that
+GPTDataset reads: every non-empty document is encoded, the end-of-document token appended,
+and written as one sequence with megatron's `IndexedDatasetBuilder`, in the dtype megatron's
+own preprocessing picks for the vocabulary (uint16 below 65500 tokens, int32 above). Both
+files are written under temporary names and renamed at the end, so a crash or an error never
+leaves a half-written pair under the final names.
+
+`check_indexed_prefix` validates a pair before training from the file sizes and the index
+alone (no token scan): a missing file, a corrupt or truncated .idx, or a .bin whose size
+differs from what the index says is a DataError naming the file, never a numpy/mmap
+traceback from deep inside GPTDataset.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+
+from megatron_ponder.data.documents import check_inputs, iter_documents
+from megatron_ponder.data.errors import DataError
+from megatron_ponder.data.tokenizer import Tokenizer
+
+_MAGIC = b"MMIDIDX\x00\x00"
+_HEADER_BYTES = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequences, documents
+HOW_TO_CREATE = "create it with tools/preprocess_data.py"
+
+
+def token_dtype(vocab_size: int) -> type:
+    """The token dtype megatron's preprocess_data.py uses for this vocabulary size."""
+    return DType.optimal_dtype(vocab_size)
+
+
+@dataclass
+class IndexedInfo:
+    """What the index of a PREFIX.bin/.idx pair says (after `check_indexed_prefix`)."""
+
+    prefix: str
+    num_sequences: int  # GPTDataset's "documents": one sequence per document here
+    num_documents: int
+    num_tokens: int
+    dtype: type
+    sequence_lengths: np.ndarray = field(repr=False)
+
+
+@dataclass
+class PreprocessStats:
+    prefix: str
+    documents: int
+    tokens: int
+    skipped_empty: int
+    seconds: float
+    dtype: type
+
+    def summary(self) -> str:
+        rate = self.seconds or 1e-9
+        return (f"wrote {self.prefix}.bin/.idx: {self.documents} documents, {self.tokens} "
+                f"tokens ({np.dtype(self.dtype).name}), {self.skipped_empty} empty documents "
+                f"skipped, {self.seconds:.1f} s ({self.documents / rate:.0f} documents/s, "
+                f"{self.tokens / rate:.0f} tokens/s)")
+
+
+def preprocess(
+    inputs: Sequence[str | Path],
+    tokenizer: Tokenizer,
+    output_prefix: str | Path,
+    *,
+    json_key: str = "text",
+    batch_documents: int = 256,
+    num_threads: int = 1,
+    progress: bool = True,
+) -> PreprocessStats:
+    """Tokenise `inputs` into OUTPUT_PREFIX.bin/.idx (EOD after every document)."""
+    inputs = check_inputs(inputs)
+    prefix = str(output_prefix)
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    tag = f".tmp{os.getpid()}"
+    tmp_bin, tmp_idx = f"{prefix}.bin{tag}", f"{prefix}.idx{tag}"
+    dtype = token_dtype(tokenizer.vocab_size)
+    start = time.perf_counter()
+    documents = tokens = skipped = 0
+    builder = None
+    try:
+        builder = IndexedDatasetBuilder(tmp_bin, dtype=dtype)
+        with _progress_bar(progress) as bar:
+            batch: list[str] = []
+
+            def flush() -> None:
+                nonlocal documents, tokens
+                for ids in tokenizer.encode_batch(batch, num_threads=num_threads):
+                    ids.append(tokenizer.eod_id)
+                    builder.add_document(ids, [len(ids)])
+                    tokens += len(ids)
+                documents += len(batch)
+                bar.update(len(batch))
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix_str(f"{tokens / elapsed:,.0f} tokens/s", refresh=False)
+                batch.clear()
+
+            for text in iter_documents(inputs, json_key):
+                if not text.strip():
+                    skipped += 1
+                    continue
+                batch.append(text)
+                if len(batch) >= batch_documents:
+                    flush()
+            if batch:
+                flush()
+        if documents == 0:
+            names = ", ".join(str(p) for p in inputs)
+            empties = f" ({skipped} empty documents skipped)" if skipped else ""
+            raise DataError(f"no non-empty document in {names}{empties}: nothing written to "
+                            f"{prefix}.bin/.idx")
+        builder.finalize(tmp_idx)
+        # Drop the old index first: a crash between the renames leaves a .bin without an
+        # .idx (reported as missing), never a new .bin paired with an old .idx.
+        Path(f"{prefix}.idx").unlink(missing_ok=True)
+        os.replace(tmp_bin, f"{prefix}.bin")
+        os.replace(tmp_idx, f"{prefix}.idx")
+    finally:
+        if builder is not None:
+            builder.data_file.close()
+        for path in (tmp_bin, tmp_idx):
+            Path(path).unlink(missing_ok=True)
+    check_indexed_prefix(prefix)
+    return PreprocessStats(prefix, documents, tokens, skipped, time.perf_counter() - start, dtype)
+
+
+def _progress_bar(enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(unit=" documents", disable=not enabled, file=sys.stderr,
+                desc="tokenising", mininterval=0.5)
+
+
+def check_indexed_prefix(prefix: str | Path) -> IndexedInfo:
+    """Validate PREFIX.bin/.idx from the index and the file sizes; DataError if anything is off."""
+    prefix = str(prefix)
+    if prefix.endswith((".bin", ".idx")):
+        raise DataError(f"dataset prefix {prefix!r} ends in {prefix[-4:]}: give the prefix "
+                        f"without the extension ({prefix[:-4]!r})")
+    idx, bin_ = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
+    for path in (idx, bin_):
+        if not path.is_file():
+            raise DataError(f"{path} does not exist (dataset prefix {prefix!r}); "
+                            f"{HOW_TO_CREATE} --output-prefix {prefix}")
+    idx_size = idx.stat().st_size
+    if idx_size < _HEADER_BYTES:
+        raise DataError(f"{idx} is truncated: {idx_size} bytes, shorter than the "
+                        f"{_HEADER_BYTES}-byte header; {HOW_TO_CREATE}")
+    with open(idx, "rb") as stream:
+        header = stream.read(_HEADER_BYTES)
+    magic, (version,), (code,) = header[:9], struct.unpack("<Q", header[9:17]), header[17:18]
+    if magic != _MAGIC or version != 1:
+        raise DataError(f"{idx} is not a megatron indexed-dataset index (bad header); "
+                        f"{HOW_TO_CREATE}")
+    if code not in {d.value for d in DType}:
+        raise DataError(f"{idx} is corrupt: unknown token dtype code {code}")
+    dtype = DType.dtype_from_code(code)
+    sequences, documents = struct.unpack("<QQ", header[18:34])
+    expected = _HEADER_BYTES + sequences * (4 + 8) + documents * 8
+    if idx_size != expected:
+        state = "truncated" if idx_size < expected else "corrupt (longer than its header says)"
+        raise DataError(f"{idx} is {state}: {idx_size} bytes, but its header describes "
+                        f"{sequences} sequences and {documents} document boundaries, which "
+                        f"take {expected} bytes; {HOW_TO_CREATE}")
+    if sequences == 0 or documents < 2:
+        raise DataError(f"{idx} holds no documents; {HOW_TO_CREATE} from a non-empty corpus")
+    lengths = np.memmap(idx, dtype=np.int32, mode="r", offset=_HEADER_BYTES, shape=(sequences,))
+    pointers = np.memmap(idx, dtype=np.int64, mode="r", offset=_HEADER_BYTES + 4 * sequences,
+                         shape=(sequences,))
+    bounds = np.memmap(idx, dtype=np.int64, mode="r", offset=_HEADER_BYTES + 12 * sequences,
+                       shape=(documents,))
+    itemsize = np.dtype(dtype).itemsize
+    total = _check_offsets(idx, lengths, pointers, itemsize)
+    if bounds[0] != 0 or bounds[-1] != sequences or (np.diff(bounds) < 0).any():
+        raise DataError(f"{idx} is corrupt: its document boundaries do not cover the "
+                        f"{sequences} sequences")
+    num_tokens = total // itemsize
+    bin_size = bin_.stat().st_size
+    if bin_size != total:
+        state = "truncated" if bin_size < total else "longer than its index says"
+        raise DataError(f"{bin_} is {state}: {bin_size} bytes, but {idx} describes "
+                        f"{num_tokens} tokens of {np.dtype(dtype).name} = {total} "
+                        f"bytes (do the two files come from the same run?); {HOW_TO_CREATE}")
+    return IndexedInfo(prefix, int(sequences), int(documents) - 1, num_tokens, dtype,
+                       np.asarray(lengths))
+
+
+def _check_offsets(idx: Path, lengths: np.ndarray, pointers: np.ndarray, itemsize: int,
+                   chunk: int = 1 << 20) -> int:
+    """Byte offsets must be the running sum of the lengths; returns the .bin size implied.
+    Chunked, so a 100M-document index needs no gigabytes of temporaries."""
+    offset = 0
+    for start in range(0, len(lengths), chunk):
+        part = lengths[start:start + chunk].astype(np.int64)
+        ends = offset + np.cumsum(part) * itemsize
+        starts = np.concatenate(([offset], ends[:-1]))
+        if (part < 0).any() or (pointers[start:start + chunk] != starts).any():
+            raise DataError(f"{idx} is corrupt: its sequence lengths and byte offsets disagree")
+        offset = int(ends[-1])
+    return offset
