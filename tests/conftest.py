@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import warnings
 
 import pytest
@@ -12,15 +10,8 @@ import pytest
 warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _single_process_world():
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
     yield
     from megatron_ponder.parallel import destroy_parallel
 

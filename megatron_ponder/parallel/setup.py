@@ -16,14 +16,13 @@ def initialize_parallel(cfg: Config) -> None:
     """Initialise the default process group (from torchrun's environment, or a single
     local process) and megatron's model-parallel groups; seed every RNG from cfg.seed."""
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        if "WORLD_SIZE" in os.environ:  # torchrun / srun: rendezvous from the environment
+            dist.init_process_group(backend)
+        else:  # one local process: an in-memory store, no port to collide on
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     tp = cfg.parallel.tensor_model_parallel_size
     world = dist.get_world_size()
     if world % tp:

@@ -1,0 +1,46 @@
+"""`python -m megatron_ponder.train RECIPE.yaml [section.key=value ...]`
+
+Trains (or resumes, from the newest complete checkpoint in train.output_dir) the model a
+recipe describes. Exit codes: 0 finished; 3 stopped early by SIGTERM/SIGUSR1, the wall-time
+limit or train.exit_interval after saving a checkpoint (run the same command to resume);
+2 bad configuration or input; 1 anything else (a non-finite loss, a crash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|full scope).*")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="megatron")
+# torch.distributed.checkpoint's notices about its own API, raised inside megatron's loader.
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+
+from megatron_ponder.config import ConfigError, load_config  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m megatron_ponder.train", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="YAML recipe, e.g. recipes/demo_cpu.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
+    args = parser.parse_args(argv)
+    from megatron_ponder.data.errors import DataError
+    from megatron_ponder.training.checkpoint import CheckpointError
+    from megatron_ponder.training.trainer import Trainer
+
+    try:
+        cfg = load_config(args.recipe, args.overrides)
+        trainer = Trainer(cfg)
+    except (ConfigError, DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

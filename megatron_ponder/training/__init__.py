@@ -1,0 +1,1 @@
+"""The pretraining job: loop, optimizer and schedule, checkpoints, logging, stop requests."""

@@ -1,0 +1,54 @@
+"""AdamW, the warmup + cosine schedule, and tensor-parallel-aware gradient clipping."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel.layers import param_is_not_tensor_parallel_duplicate
+
+from megatron_ponder.config import TrainConfig
+
+
+def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on norms, biases and other vectors (the usual LLaMA recipe)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": t.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps)
+
+
+def lr_factor(step: int, t: TrainConfig) -> float:
+    """Linear warmup over warmup_fraction * steps, then cosine to min_lr_ratio."""
+    warmup = int(round(t.warmup_fraction * t.steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, t.steps - warmup))
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer, t: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, t))
+
+
+def grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """Global L2 norm of the gradients; parameters replicated over TP ranks count once."""
+    squares = torch.zeros((), dtype=torch.float32)
+    for param in model.parameters():
+        if param.grad is not None and param_is_not_tensor_parallel_duplicate(param):
+            squares = squares + param.grad.detach().float().pow(2).sum().cpu()
+    if parallel_state.get_tensor_model_parallel_world_size() > 1:
+        dist.all_reduce(squares, group=parallel_state.get_tensor_model_parallel_group())
+    return squares.sqrt()
+
+
+def clip_gradients(model: torch.nn.Module, max_norm: float, norm: torch.Tensor) -> None:
+    if max_norm > 0 and norm.item() > max_norm:
+        scale = max_norm / (norm.item() + 1e-6)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        torch._foreach_mul_(grads, scale)

@@ -1,0 +1,256 @@
+"""The pretraining loop: data -> PonderLM -> AdamW, with evaluation, logging, checkpoints,
+stop requests and non-finite-step handling. One concern per collaborator module; this
+file only sequences them."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from megatron.core import parallel_state
+
+from megatron_ponder.config import Config, ConfigError, config_to_dict
+from megatron_ponder.data.batches import batch_for_step
+from megatron_ponder.data.datasets import build_datasets
+from megatron_ponder.data.tokenizer import Tokenizer, check_fits
+from megatron_ponder.model import build_model
+from megatron_ponder.parallel import initialize_parallel
+from megatron_ponder.ponder.flops import DecoderShape, training_flops
+from megatron_ponder.training.checkpoint import Checkpointer
+from megatron_ponder.training.evaluate import evaluate
+from megatron_ponder.training.metrics import MetricsLogger
+from megatron_ponder.training.optim import (
+    build_optimizer, build_scheduler, clip_gradients, grad_norm,
+)
+from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE, StopRequest
+from megatron_ponder.training.throughput import peak_flops
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps completed (skipped ones included): the data position
+    consecutive_skips: int = 0
+    skipped_steps: int = 0
+
+
+def _autocast(cfg: Config, device: torch.device):
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _model_fields_differ(saved: dict, current: dict) -> list[str]:
+    keys = set(saved) | set(current)
+    return [f"model.{k}: checkpoint {saved.get(k)!r}, recipe {current.get(k)!r}"
+            for k in sorted(keys) if saved.get(k) != current.get(k)]
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        t = cfg.train
+        self.output_dir = Path(t.output_dir)
+        self.stop = StopRequest(t.max_wall_time_s)  # first: a signal during set-up is kept
+        initialize_parallel(cfg)
+        self.dp_size = parallel_state.get_data_parallel_world_size()
+        if self.dp_size > 1:
+            raise ConfigError(
+                f"data-parallel size {self.dp_size} (world / parallel.tensor_model_parallel_size)"
+                " needs a data-parallel engine, which this trainer does not have yet; run with"
+                " world size == parallel.tensor_model_parallel_size")
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.micro_batches = t.global_batch_size // (t.micro_batch_size * self.dp_size)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.autocast = _autocast(cfg, self.device)
+
+        tokenizer = Tokenizer.load(cfg.data.tokenizer)
+        check_fits(tokenizer, cfg.model.vocab_size)
+        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", t.keep_checkpoints)
+        resume_step = self.checkpointer.latest_step()
+        if resume_step is not None:
+            self._check_checkpoint_shape(resume_step)
+        eval_samples = t.eval_batches * t.micro_batch_size
+        self.train_data, self.valid_data, _ = build_datasets(
+            cfg.data, vocab_size=cfg.model.vocab_size, eod_id=tokenizer.eod_id, seed=cfg.seed,
+            num_samples=(t.steps * t.global_batch_size, eval_samples, 0),
+            cache_dir=cfg.data.cache_dir or str(self.output_dir / "data_cache"),
+        )
+        self.model = build_model(cfg).to(self.device)
+        self.optimizer = build_optimizer(self.model, t)
+        self.scheduler = build_scheduler(self.optimizer, t)
+        self.state = TrainState()
+        if resume_step is not None:
+            common = self.checkpointer.load(resume_step, self.model, self.optimizer, self.scheduler)
+            self.state = TrainState(**common["train_state"])
+        self.logger = MetricsLogger(cfg, self.output_dir, self.state.step)
+        if resume_step is not None:
+            self.logger.print(f"resumed from {self.checkpointer.path(resume_step)} at step {self.state.step}")
+        (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        self.shape = DecoderShape.of(cfg.model)
+        self.peak = peak_flops(t.peak_tflops)
+        # Until a save has been timed: 2 s plus model + AdamW state at 200 MB/s, generous.
+        state_bytes = 3 * sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self.last_save_s = 2.0 + state_bytes / 200e6
+
+    def _check_checkpoint_shape(self, step: int) -> None:
+        from megatron.core import dist_checkpointing
+
+        common = dist_checkpointing.load_common_state_dict(str(self.checkpointer.path(step)))
+        differ = _model_fields_differ(common["config"]["model"], config_to_dict(self.cfg)["model"])
+        saved_method = common["config"]["ponder"]["method"], common["config"]["ponder"]["k"]
+        if saved_method != (self.cfg.ponder.method, self.cfg.ponder.k):
+            differ.append(f"ponder.method/k: checkpoint {saved_method}, recipe "
+                          f"{(self.cfg.ponder.method, self.cfg.ponder.k)}")
+        if differ:
+            raise ConfigError(
+                f"cannot resume from {self.checkpointer.path(step)}: it holds another model ("
+                + "; ".join(differ) + "). Use a new train.output_dir or the matching recipe.")
+
+    # ------------------------------------------------------------------ one step
+
+    def _train_step(self, step: int) -> dict:
+        t = self.cfg.train
+        batches = batch_for_step(self.train_data, step, t.global_batch_size, t.micro_batch_size,
+                                 self.dp_rank, self.dp_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, flops, stats = 0.0, 0, {}
+        for batch in batches:
+            tokens, labels, mask = (batch[k].to(self.device) for k in ("tokens", "labels", "loss_mask"))
+            with self.autocast():
+                out = self.model(tokens, step=step)
+            loss, _ = self.model.loss(out, labels, mask)
+            (loss / len(batches)).backward()
+            loss_sum += loss.item() / len(batches)
+            flops += tokens.shape[0] * training_flops(
+                self.shape, self.cfg.ponder.method, self.cfg.ponder.k, out.pass_slots,
+                tokens.shape[1], self.cfg.ponder.grad_passes)
+            stats = self.model.statistics(out)
+        norm = grad_norm(self.model)
+        bad = [name for name, value in (("loss", loss_sum), ("grad_norm", norm.item()))
+               if not math.isfinite(value)]
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.consecutive_skips += 1
+            self.state.skipped_steps += 1
+            if self.state.consecutive_skips > t.max_nonfinite_skips:
+                raise NonFiniteError(
+                    f"step {step}: {bad[0]} is not finite (loss {loss_sum}, grad_norm "
+                    f"{norm.item()}) for {self.state.consecutive_skips} consecutive steps, more "
+                    f"than train.max_nonfinite_skips={t.max_nonfinite_skips}; the last checkpoint "
+                    f"in {self.checkpointer.directory} is intact")
+            self.logger.print(f"step {step}: skipped, {bad[0]} is not finite")
+        else:
+            self.state.consecutive_skips = 0
+            clip_gradients(self.model, t.grad_clip, norm)
+            self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": loss_sum, "grad_norm": norm.item(), "flops": flops,
+                "jacobi": self.model.jacobi_for_step(step), "skipped": bool(bad), **stats}
+
+    # ------------------------------------------------------------------ the loop
+
+    def save(self) -> None:
+        start = time.perf_counter()
+        path = self.checkpointer.save(self.state.step, self.model, self.optimizer, self.scheduler,
+                                      asdict(self.state), config_to_dict(self.cfg))
+        self.last_save_s = time.perf_counter() - start
+        self.logger.print(f"saved {path} ({self.last_save_s:.1f}s)")
+
+    def evaluate(self) -> dict:
+        t = self.cfg.train
+        if self.valid_data is None:
+            return {}
+        batches = [b for i in range(t.eval_batches)
+                   for b in batch_for_step(self.valid_data, i, t.micro_batch_size,
+                                           t.micro_batch_size, self.dp_rank, self.dp_size)]
+        result = evaluate(self.model, batches, self.device, self.autocast)
+        if result:
+            self.logger.log(self.state.step, result, kind="valid")
+            self.logger.print(
+                f"validation at step {self.state.step}: loss {result['loss']:.4f}  ppl "
+                f"{result['ppl']:.2f}  expected steps {result.get('expected_steps', float('nan')):.2f}"
+                f"  pruned {result.get('pruned_share', float('nan')):.1%}  inference FLOPs "
+                f"{result['inference_flops_vs_vanilla']:.2f}x vanilla")
+        return result
+
+    def train(self) -> int:
+        t = self.cfg.train
+        tokens_per_step = t.global_batch_size * self.cfg.data.seq_length
+        window: list[dict] = []
+        step_s = 0.0
+        start = time.perf_counter()
+        first_step = self.state.step
+        try:
+            while self.state.step < t.steps:
+                reason = self.stop.check(step_s + self.last_save_s)
+                if reason:
+                    return self._stop(reason)
+                tic = time.perf_counter()
+                result = self._train_step(self.state.step)
+                step_s = time.perf_counter() - tic
+                result.update(step_s=step_s, lr=self.scheduler.get_last_lr()[0])
+                window.append(result)
+                self.state.step += 1
+                step = self.state.step
+                if step % t.log_interval == 0 or step == t.steps:
+                    self._log(window, tokens_per_step, start, first_step)
+                    window = []
+                if step % t.eval_interval == 0 and step < t.steps:
+                    self.evaluate()
+                if step % t.save_interval == 0 or step == t.steps:
+                    self.save()
+                if t.exit_interval and step % t.exit_interval == 0 and step < t.steps:
+                    return self._stop(f"train.exit_interval={t.exit_interval}")
+            final = self.evaluate()
+            self.logger.log(self.state.step, {"final": True, **final}, kind="final")
+            return EXIT_DONE
+        finally:
+            self.stop.restore()
+            self.logger.close()
+
+    def _stop(self, reason: str) -> int:
+        self.logger.print(f"stopping at step {self.state.step}: {reason}")
+        if self.checkpointer.latest_step() != self.state.step:
+            self.save()
+        self.logger.print(f"exit code {EXIT_REQUEUE}: run the same command to resume")
+        return EXIT_REQUEUE
+
+    def _log(self, window: list[dict], tokens_per_step: int, start: float, first_step: int) -> None:
+        t = self.cfg.train
+        n = len(window)
+        seconds = sum(r["step_s"] for r in window)
+        metrics = {
+            "loss": sum(r["loss"] for r in window) / n,
+            "lr": window[-1]["lr"],
+            "grad_norm": window[-1]["grad_norm"],
+            "tokens_per_s": tokens_per_step * n / seconds,
+            "mfu": sum(r["flops"] for r in window) / seconds / self.peak,
+            "step_s": seconds / n,
+            "jacobi": window[-1]["jacobi"],
+            "skipped_steps": self.state.skipped_steps,
+        }
+        for key in ("expected_steps", "router_entropy", "pruned_share"):
+            if key in window[-1]:
+                metrics[key] = sum(r[key] for r in window) / n
+        self.logger.log(self.state.step, metrics)
+        done = self.state.step - first_step
+        eta = (time.perf_counter() - start) / max(done, 1) * (t.steps - self.state.step)
+        ponder = (f" | E[steps] {metrics['expected_steps']:.2f} | entropy "
+                  f"{metrics['router_entropy']:.3f}" if "expected_steps" in metrics else "")
+        self.logger.print(
+            f"step {self.state.step:>6d}/{t.steps} | loss {metrics['loss']:.4f} | lr "
+            f"{metrics['lr']:.2e} | gnorm {metrics['grad_norm']:.3f} | "
+            f"{metrics['tokens_per_s']:,.0f} tok/s | MFU {metrics['mfu']:.1%} | J "
+            f"{metrics['jacobi']}{ponder} | eta {eta / 60:.1f} min")

@@ -1,0 +1,28 @@
+"""Tiny run configurations and metric readers shared by the training tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def run_dict(tiny_data: dict, output_dir: Path, method: str = "ponderlm3", **train) -> dict:
+    return {
+        "model": {"vocab_size": 512, "hidden_size": 32, "num_layers": 2,
+                  "num_attention_heads": 4, "max_position_embeddings": 32},
+        "ponder": {"method": method, "k": 2},
+        "data": {"tokenizer": tiny_data["tokenizer"], "prefixes": [tiny_data["prefix"]],
+                 "split": "90,10,0", "seq_length": 16,
+                 "cache_dir": str(output_dir.parent / "index_cache")},
+        "train": {"output_dir": str(output_dir), "steps": 6, "micro_batch_size": 2,
+                  "global_batch_size": 4, "lr": 3e-3, "log_interval": 1, "eval_interval": 100,
+                  "eval_batches": 2, "save_interval": 3, "keep_checkpoints": 5,
+                  "warmup_fraction": 0.2, **train},
+        "logging": {"tensorboard": False, "wandb": "disabled"},
+        "seed": 5,
+    }
+
+
+def read_metrics(output_dir, kind: str = "train") -> dict[int, dict]:
+    lines = (Path(output_dir) / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r for r in map(json.loads, lines) if r["kind"] == kind}
