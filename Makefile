@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/attention.py
 	$(PY) bench/train_step.py
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
