@@ -83,7 +83,7 @@ class Trainer:
             self._check_checkpoint_shape(resume_step)
         eval_samples = t.eval_batches * t.micro_batch_size
         self.train_data, self.valid_data, _ = build_datasets(
-            cfg.data, vocab_size=cfg.model.vocab_size, eod_id=tokenizer.eod_id, seed=cfg.seed,
+            cfg.data, vocab_size=tokenizer.vocab_size, eod_id=tokenizer.eod_id, seed=cfg.seed,
             num_samples=(t.steps * t.global_batch_size, eval_samples, 0),
             cache_dir=cfg.data.cache_dir or str(self.output_dir / "data_cache"),
         )
