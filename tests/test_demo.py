@@ -16,7 +16,7 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
          f"data.tokenizer={data / 'tokenizer.model'}", f"data.prefixes=[{data / 'corpus'}]",
          f"train.output_dir={out}", "train.steps=4", "train.log_interval=2",
          "train.eval_interval=2", "train.save_interval=2", "train.eval_batches=2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
     for stage in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "=== demo summary ==="):
         assert stage in result.stdout

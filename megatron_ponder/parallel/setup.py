@@ -29,9 +29,13 @@ def initialize_parallel(cfg: Config) -> None:
         raise ConfigError(
             f"parallel.tensor_model_parallel_size={tp} must divide the world size {world}"
         )
+    # Re-creating the groups of an unchanged layout would leak them: gloo keeps every
+    # group's polling threads alive after destroy_model_parallel (thousands in a test run).
     if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp)
+        if parallel_state.get_tensor_model_parallel_world_size() != tp:
+            parallel_state.destroy_model_parallel()
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp)
     torch.manual_seed(cfg.seed)
     # On CPU megatron's CUDA RNG tracker cannot be seeded; the inference tracker works.
     model_parallel_cuda_manual_seed(

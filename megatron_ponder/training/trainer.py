@@ -60,9 +60,16 @@ def _model_fields_differ(saved: dict, current: dict) -> list[str]:
 class Trainer:
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        self.output_dir = Path(cfg.train.output_dir)
+        self.stop = StopRequest(cfg.train.max_wall_time_s)  # first: a signal during set-up is kept
+        try:
+            self._set_up(cfg)
+        except BaseException:
+            self.stop.restore()
+            raise
+
+    def _set_up(self, cfg: Config) -> None:
         t = cfg.train
-        self.output_dir = Path(t.output_dir)
-        self.stop = StopRequest(t.max_wall_time_s)  # first: a signal during set-up is kept
         initialize_parallel(cfg)
         self.dp_size = parallel_state.get_data_parallel_world_size()
         if self.dp_size > 1:
@@ -71,7 +78,6 @@ class Trainer:
                 " needs a data-parallel engine, which this trainer does not have yet; run with"
                 " world size == parallel.tensor_model_parallel_size")
         self.dp_rank = parallel_state.get_data_parallel_rank()
-        self.micro_batches = t.global_batch_size // (t.micro_batch_size * self.dp_size)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.autocast = _autocast(cfg, self.device)
 
@@ -97,7 +103,9 @@ class Trainer:
         self.logger = MetricsLogger(cfg, self.output_dir, self.state.step)
         if resume_step is not None:
             self.logger.print(f"resumed from {self.checkpointer.path(resume_step)} at step {self.state.step}")
-        (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        if self.logger.enabled:
+            (self.output_dir / "config.yaml").write_text(
+                yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         self.shape = DecoderShape.of(cfg.model)
         self.peak = peak_flops(t.peak_tflops)
         # Until a save has been timed: 2 s plus model + AdamW state at 200 MB/s, generous.

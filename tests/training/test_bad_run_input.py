@@ -3,23 +3,25 @@ and nothing already written is touched."""
 
 import hashlib
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from megatron_ponder.config import ConfigError
+from megatron_ponder.train import main
 from megatron_ponder.training.signals import EXIT_DONE
 from megatron_ponder.training.trainer import Trainer
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def train_cli(recipe: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "megatron_ponder.train", str(recipe), *overrides],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def train_cli(capsys):
+    """The command-line entry point, in process: (exit code, stderr)."""
+    def run(recipe: Path, *overrides: str):
+        code = main([str(recipe), *overrides])
+        return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+    return run
 
 
 def tree_digest(path: Path) -> dict:
@@ -35,7 +37,7 @@ def trained(tiny_run, tiny_recipe, tmp_path):
     return out, tree_digest(out / "checkpoints")
 
 
-def test_unknown_key_and_wrong_type_in_a_recipe(tiny_recipe, tmp_path):
+def test_unknown_key_and_wrong_type_in_a_recipe(train_cli, tiny_recipe, tmp_path):
     recipe = tiny_recipe(tmp_path / "r.yaml", tmp_path / "run")
     data = yaml.safe_load(recipe.read_text())
     data["train"]["stepz"] = 3
@@ -47,7 +49,7 @@ def test_unknown_key_and_wrong_type_in_a_recipe(tiny_recipe, tmp_path):
     assert result.returncode == 2 and "train.steps='three' has the wrong type: expected int" in result.stderr
 
 
-def test_missing_and_truncated_data_files(tiny_data, tiny_recipe, trained, tmp_path):
+def test_missing_and_truncated_data_files(train_cli, tiny_data, tiny_recipe, trained, tmp_path):
     out, digest = trained
     copy = tmp_path / "copy" / "corpus_text_document"
     copy.parent.mkdir()
@@ -69,7 +71,7 @@ def test_missing_and_truncated_data_files(tiny_data, tiny_recipe, trained, tmp_p
     assert tree_digest(out / "checkpoints") == digest
 
 
-def test_tokenizer_larger_than_the_model_vocabulary(tiny_recipe, tmp_path):
+def test_tokenizer_larger_than_the_model_vocabulary(train_cli, tiny_recipe, tmp_path):
     result = train_cli(tiny_recipe(tmp_path / "r.yaml", tmp_path / "run"), "model.vocab_size=128")
     assert result.returncode == 2
     assert "data.tokenizer" in result.stderr and "model.vocab_size=128" in result.stderr
