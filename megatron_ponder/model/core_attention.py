@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from megatron.core.transformer.module import MegatronModule
 
 from megatron_ponder.attention import get_attention_backend

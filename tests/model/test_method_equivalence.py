@@ -83,6 +83,7 @@ def sequential_logits(model, tokens, adaptive: bool):
     embeddings = backbone.embed(tokens)  # [L, B, H]
     inputs, positions, biases, fused = [], [], [], []
     zero = torch.zeros(tokens.shape[0])
+    log_s = log_w = None  # set from h_t^(0) at each token's first slot
     for t in range(tokens.shape[1]):
         slot_input = embeddings[t]
         outs = []

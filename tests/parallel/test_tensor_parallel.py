@@ -1,7 +1,6 @@
 """Proofs 6 and 7 across ranks: TP 2 (two processes on gloo) reproduces TP 1's loss and
 gradients, and every rank draws the same number of Jacobi iterations J."""
 
-import pytest
 import torch
 
 from distributed import run_distributed
