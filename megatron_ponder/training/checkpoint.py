@@ -170,9 +170,18 @@ class Checkpointer:
     # ------------------------------------------------------------------ load
 
     def load(self, step: int, model, optimizer, scheduler) -> dict:
-        """Restore model, optimizer, scheduler and RNG in place; return the common part."""
+        """Restore model, optimizer, scheduler and RNG in place; return the common part.
+
+        Model and optimizer tensors reshard to this run's layout (dist_checkpointing); the
+        per-rank RNG states only load at the world size that saved them, else we keep the
+        fresh seeding of this run (nothing random is drawn from them in training).
+        """
         path = self.path(step)
+        world = dist.get_world_size() if dist.is_initialized() else 1
         template = sharded_state(model, optimizer, scheduler, {}, {})
+        same_world = dist_checkpointing.load_common_state_dict(str(path))["world_size"] == world
+        if not same_world:
+            del template["rng"]
         try:
             state = dist_checkpointing.load(template, str(path))
         except BaseException as err:  # CheckpointException derives from BaseException
@@ -189,7 +198,6 @@ class Checkpointer:
             param_state["step"] = torch.tensor(float(state["adam_step"]))
         optimizer.load_state_dict(optim)
         scheduler.load_state_dict(state["scheduler"])
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        if state["world_size"] == world:
+        if same_world:
             set_rng_state(state["rng"])
         return state

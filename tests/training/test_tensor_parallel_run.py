@@ -1,7 +1,9 @@
 """The training job under torchrun at tensor-parallel size 2 follows the single-process loss
-trajectory and resumes from its own (sharded) checkpoint."""
+trajectory, resumes from its own (sharded) checkpoint, and that checkpoint also resumes in a
+single process (TP 2 -> TP 1 resharding by dist_checkpointing)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,11 +37,16 @@ def test_tp2_training_matches_tp1_and_resumes(tiny_run, tiny_recipe, tmp_path):
     first = torchrun(recipe, "train.exit_interval=3")
     assert "exit code 3: run the same command to resume" in first.stdout, first.stderr[-3000:]
     assert "exitcode  : 3" in first.stderr
+    shutil.copytree(tmp_path / "tp2", tmp_path / "tp2_to_tp1")
+    resharded = tiny_run(tmp_path / "tp2_to_tp1", steps=STEPS, save_interval=3)
+    assert Trainer(resharded).train() == EXIT_DONE
     second = torchrun(recipe)  # ... and the next one resumes the sharded checkpoint
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resumed from" in second.stdout and "at step 3" in second.stdout
 
-    tp1, tp2 = read_metrics(tmp_path / "tp1"), read_metrics(tmp_path / "tp2")
-    assert sorted(tp2) == list(range(1, STEPS + 1))
-    for step in tp1:
-        assert abs(tp2[step]["loss"] - tp1[step]["loss"]) <= LOSS_RTOL * tp1[step]["loss"], step
+    tp1 = read_metrics(tmp_path / "tp1")
+    for other in ("tp2", "tp2_to_tp1"):
+        losses = read_metrics(tmp_path / other)
+        assert sorted(losses) == list(range(1, STEPS + 1))
+        for step in tp1:
+            assert abs(losses[step]["loss"] - tp1[step]["loss"]) <= LOSS_RTOL * tp1[step]["loss"], (other, step)
