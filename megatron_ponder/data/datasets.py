@@ -131,9 +131,6 @@ def build_datasets(
     if not cache:
         raise ConfigError("data.cache_dir is empty and no cache_dir was given: GPTDataset "
                           "needs a directory for its index caches")
-    if data_cfg.weights and len(data_cfg.weights) != len(data_cfg.prefixes):
-        raise ConfigError(f"data.weights={data_cfg.weights!r} must be empty or have one weight "
-                          f"per data.prefixes entry ({len(data_cfg.prefixes)})")
     prefixes = [os.path.abspath(p) for p in data_cfg.prefixes]
     infos = [check_indexed_prefix(p) for p in prefixes]
     for info in infos:

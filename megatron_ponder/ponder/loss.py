@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from megatron_ponder.ponder.backbone import Backbone
 from megatron_ponder.ponder.output import PonderOutput
+from megatron_ponder.ponder.router import hard_rule_keeps
 
 
 def ponder_statistics(log_s: torch.Tensor, log_w: torch.Tensor, tau: float) -> dict[str, float]:
@@ -16,7 +15,7 @@ def ponder_statistics(log_s: torch.Tensor, log_w: torch.Tensor, tau: float) -> d
     with torch.no_grad():
         w = log_w[..., 1:].exp()
         entropy = -(log_s.exp() * log_s).sum(-1)
-        pruned = (log_w[..., 1:] < math.log(tau)).float()
+        pruned = (~hard_rule_keeps(log_w, tau)).float()
         return {
             "expected_steps": w.sum(-1).mean().item(),
             "router_entropy": entropy.mean().item(),

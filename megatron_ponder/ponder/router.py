@@ -7,6 +7,8 @@ w_{t,k} = P(steps >= k) = sum_{j >= k} s_{t,j}, computed in log space.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -46,3 +48,9 @@ def log_tail_probs(router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     # Rounding can make a tail exceed the previous one by one ulp; w must be non-increasing.
     log_w = torch.cummin(log_w, dim=-1).values
     return log_s, log_w
+
+
+def hard_rule_keeps(log_w: torch.Tensor, tau: float) -> torch.Tensor:
+    """The inference rule: latent step k >= 1 runs iff w_k >= tau. log_w [..., K+1] ->
+    bool [..., K]; w is non-increasing, so the kept steps are always 1..K_hat."""
+    return log_w[..., 1:] >= math.log(tau)

@@ -11,11 +11,12 @@ import math
 import torch
 
 from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
+from megatron_ponder.ponder.router import hard_rule_keeps
 
 
 def kept_steps(log_w: torch.Tensor, tau: float) -> torch.Tensor:
-    """log_w [L, B, K+1] -> K_hat [B, L]; w is non-increasing in k, so a count suffices."""
-    return (log_w[..., 1:] >= math.log(tau)).sum(-1).transpose(0, 1).cpu()
+    """log_w [L, B, K+1] -> K_hat [B, L], the latent steps the hard rule runs."""
+    return hard_rule_keeps(log_w, tau).sum(-1).transpose(0, 1).cpu()
 
 
 @torch.no_grad()

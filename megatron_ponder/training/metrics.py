@@ -6,6 +6,7 @@ run's permanent record (one object per logged step or evaluation).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -71,6 +72,4 @@ class MetricsLogger:
 
 def _stable_run_id(output_dir: Path) -> str:
     """The same output directory continues the same wandb run after a restart."""
-    import hashlib
-
     return hashlib.sha1(str(output_dir.resolve()).encode()).hexdigest()[:16]
