@@ -23,15 +23,17 @@ class PonderLM(MegatronModule):
         p = self.cfg.ponder
         return jacobi_iterations(self.cfg.seed, step, p.jacobi_train) if self.training else p.jacobi_eval
 
-    def forward(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None) -> PonderOutput:
+    def forward(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None,
+                hard_tau: float | None = None) -> PonderOutput:
         """tokens [B, L] -> PonderOutput (logits [L, B, V_local]). J comes from
-        (seed, step) in training and from ponder.jacobi_eval in eval, unless given."""
+        (seed, step) in training and from ponder.jacobi_eval in eval, unless given.
+        hard_tau: run PonderLM-3's hard pruning rule (inference) instead of the soft mask."""
         check_sequence_length(tokens.shape[1], self.cfg.model)
         p = self.cfg.ponder
         return method_forward(
             p.method, self.decoder, tokens, k=p.k,
             jacobi=self.jacobi_for_step(step) if jacobi is None else jacobi,
-            latent_init=p.latent_init, grad_passes=p.grad_passes,
+            latent_init=p.latent_init, grad_passes=p.grad_passes, hard_tau=hard_tau,
         )
 
     def loss(self, output: PonderOutput, labels: torch.Tensor, loss_mask=None):

@@ -7,6 +7,10 @@ Pass schedule (method.md section 4), for K latent steps:
                iterate at once (and the router re-estimated from the new h^(0))
   final        one more full pass; fuse and predict.
 Slot (t, k >= 1) takes h_t^(k-1), the final-norm output of slot (t, k-1), as its input.
+
+With `hard_tau` the same schedule runs inference's hard rule (method.md section 5): latent
+slots with w < tau get key bias -inf from the first pass on and are left out of the fusion.
+At the Jacobi fixed point this equals slot-by-slot decoding with a pruned KV cache.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 
 from megatron_ponder.ponder.backbone import Backbone
 from megatron_ponder.ponder.output import PonderOutput
-from megatron_ponder.ponder.router import log_tail_probs
+from megatron_ponder.ponder.router import hard_log_w, log_tail_probs
 from megatron_ponder.ponder.schedule import GradientWindow
 from megatron_ponder.ponder.slots import deinterleave, interleave, slot_key_bias, slot_position_ids
 
@@ -29,9 +33,11 @@ def latent_thoughts_forward(
     adaptive: bool,
     latent_init: str = "growth",
     grad_passes: int = 0,
+    hard_tau: float | None = None,
 ) -> PonderOutput:
     """PonderLM-2 (adaptive=False: every latent slot fully visible, logits from slot K) or
-    PonderLM-3 (adaptive=True: keys of latent slots biased by log w, outputs fused by s)."""
+    PonderLM-3 (adaptive=True: keys of latent slots biased by log w, outputs fused by s;
+    with hard_tau, the hard-pruned inference forward instead of the soft mask)."""
     num_tokens = tokens.shape[1]
     embeddings = backbone.embed(tokens)
     growth_steps = range(1, k) if latent_init == "growth" else range(0)
@@ -40,6 +46,9 @@ def latent_thoughts_forward(
     pass_slots: list[int] = []
     log_s = log_w = None
 
+    def key_log_w() -> torch.Tensor:
+        return log_w if hard_tau is None else hard_log_w(log_w, hard_tau)
+
     def run_pass(latent_inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         nonlocal log_s, log_w
         n = len(latent_inputs) + 1
@@ -47,7 +56,7 @@ def latent_thoughts_forward(
         with window.next_pass():
             x = interleave([embeddings, *latent_inputs])
             positions = slot_position_ids(num_tokens, n, x.device)
-            bias = slot_key_bias(log_w, n) if adaptive and n > 1 else None
+            bias = slot_key_bias(key_log_w(), n) if adaptive and n > 1 else None
             outputs = deinterleave(backbone.run(x, positions, bias), n)
             if adaptive:
                 log_s, log_w = log_tail_probs(backbone.route(outputs[0]))
@@ -62,7 +71,9 @@ def latent_thoughts_forward(
         outputs = run_pass(outputs[:k])
 
     if adaptive:
-        fused = sum(log_s[..., j, None].exp() * outputs[j] for j in range(k + 1))
+        # Hard rule: no renormalisation over the kept steps (the dropped mass is < tau).
+        weights = log_s.exp() * key_log_w().isfinite()
+        fused = sum(weights[..., j, None] * outputs[j] for j in range(k + 1))
     else:
         fused = outputs[k]
     return PonderOutput(backbone.lm_logits(fused), pass_slots, log_s, log_w)

@@ -27,8 +27,10 @@ def method_forward(
     jacobi: int = 3,
     latent_init: str = "growth",
     grad_passes: int = 0,
+    hard_tau: float | None = None,
 ) -> PonderOutput:
-    """Run `method` on tokens [B, L]; `jacobi` is used by the latent-thought methods."""
+    """Run `method` on tokens [B, L]; `jacobi` is used by the latent-thought methods.
+    hard_tau: PonderLM-3's hard pruning rule (inference); the fixed-step methods ignore it."""
     if method == "vanilla":
         return vanilla_forward(backbone, tokens)
     if method == "ponderlm1":
@@ -41,5 +43,6 @@ def method_forward(
         return latent_thoughts_forward(
             backbone, tokens, k=k, jacobi=jacobi, adaptive=method == "ponderlm3",
             latent_init=latent_init, grad_passes=grad_passes,
+            hard_tau=hard_tau if method == "ponderlm3" else None,
         )
     raise ValueError(f"ponder.method={method!r} is invalid: valid values: {', '.join(METHODS)}")

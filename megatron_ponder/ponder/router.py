@@ -54,3 +54,14 @@ def hard_rule_keeps(log_w: torch.Tensor, tau: float) -> torch.Tensor:
     """The inference rule: latent step k >= 1 runs iff w_k >= tau. log_w [..., K+1] ->
     bool [..., K]; w is non-increasing, so the kept steps are always 1..K_hat."""
     return log_w[..., 1:] >= math.log(tau)
+
+
+def hard_log_w(log_w: torch.Tensor, tau: float) -> torch.Tensor:
+    """The hard rule as a key bias: log w [..., K+1] with every pruned latent step at -inf.
+
+    Kept steps keep their bias log w (inference caches it with the slot's K/V); the token
+    step keeps 0. exp() of the result is the fusion weight mask of the kept steps.
+    """
+    keep = torch.cat([torch.ones_like(log_w[..., :1], dtype=torch.bool),
+                      hard_rule_keeps(log_w, tau)], dim=-1)
+    return log_w.masked_fill(~keep, float("-inf"))

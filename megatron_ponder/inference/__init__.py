@@ -1,0 +1,1 @@
+"""Inference with the hard pruning rule: scoring, the slot KV cache, decoding."""

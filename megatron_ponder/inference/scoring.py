@@ -1,0 +1,79 @@
+"""Prefill / perplexity scoring with the hard pruning rule (method.md section 5).
+
+The training-style parallel forward, but latent slots whose tail probability w falls
+below tau get key bias -inf and are left out of the fusion: what a decoder with a pruned
+KV cache computes, at the Jacobi fixed point. Inference FLOPs per token then follow from
+`kept_steps` through `ponder.flops.inference_flops_per_token`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from megatron_ponder.config import ConfigError
+from megatron_ponder.ponder.output import PonderOutput
+from megatron_ponder.ponder.registry import USES_ROUTER
+from megatron_ponder.ponder.router import hard_rule_keeps
+
+
+@dataclass
+class HardScore:
+    nll_sum: float  # sum over loss_mask of -log p(label)
+    num_tokens: int  # loss_mask.sum()
+    # [B, L] latent steps the hard rule ran per token (ponderlm3); None for fixed-step methods.
+    kept_steps: torch.Tensor | None
+
+
+def check_tau(tau: float) -> float:
+    """tau is a probability threshold: 0 would keep every step, 1 would prune all of them."""
+    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not 0.0 < tau < 1.0:
+        raise ConfigError(f"tau={tau!r} is invalid: the hard-pruning threshold must lie strictly "
+                          f"between 0 and 1 (the paper uses 1e-4)")
+    return float(tau)
+
+
+@contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def kept_steps_of(output: PonderOutput, tau: float) -> torch.Tensor | None:
+    """[B, L] latent steps K_hat_t the hard rule keeps (None without a router)."""
+    if output.log_w is None:
+        return None
+    return hard_rule_keeps(output.log_w, tau).sum(-1).transpose(0, 1)
+
+
+def hard_forward(model, tokens: torch.Tensor, tau: float | None = None,
+                 jacobi: int | None = None) -> PonderOutput:
+    """tokens [B, L] -> the hard-pruned PonderOutput (logits [L, B, V_local]); eval mode,
+    no autograd, J = ponder.jacobi_eval unless given. Methods without a router run their
+    ordinary eval forward."""
+    tau = check_tau(model.cfg.ponder.tau if tau is None else tau)
+    hard_tau = tau if model.cfg.ponder.method in USES_ROUTER else None
+    with _eval_mode(model):
+        return model(tokens, jacobi=jacobi, hard_tau=hard_tau)
+
+
+def score_hard(model, tokens: torch.Tensor, labels: torch.Tensor,
+               loss_mask: torch.Tensor | None = None, tau: float | None = None,
+               jacobi: int | None = None) -> HardScore:
+    """Sum of next-token NLL over loss_mask (labels [B, L]) under the hard rule."""
+    tau = check_tau(model.cfg.ponder.tau if tau is None else tau)
+    if loss_mask is None:
+        loss_mask = torch.ones_like(labels, dtype=torch.float32)
+    output = hard_forward(model, tokens, tau, jacobi)
+    with torch.no_grad():
+        nll = model.decoder.cross_entropy(output.logits, labels)
+        mask = loss_mask.to(nll.dtype)
+        nll_sum = (nll * mask).sum().item()
+    return HardScore(nll_sum, int(loss_mask.sum().item()), kept_steps_of(output, tau))
