@@ -89,6 +89,11 @@ class PonderConfig:
 @dataclass
 class ParallelConfig:
     tensor_model_parallel_size: int = 1
+    # Stages of the multi-pass pipeline (megatron_ponder/parallel/pipeline.py).
+    pipeline_model_parallel_size: int = 1
+    # A collective or pipeline message that waits longer than this ends the job (a dead or
+    # stuck rank), instead of hanging until the cluster's time limit.
+    distributed_timeout_s: float = 600.0
 
 
 @dataclass
@@ -213,6 +218,12 @@ def validate(cfg: Config) -> None:
              f"must be divisible by parallel.tensor_model_parallel_size={tp}")
     _require(m.ffn_size % tp == 0, "model.ffn_hidden_size", m.ffn_size,
              f"must be divisible by parallel.tensor_model_parallel_size={tp}")
+    pp = par.pipeline_model_parallel_size
+    _require(pp >= 1, "parallel.pipeline_model_parallel_size", pp, "must be >= 1")
+    _require(m.num_layers % pp == 0, "model.num_layers", m.num_layers,
+             f"must be divisible by parallel.pipeline_model_parallel_size={pp}")
+    _require(par.distributed_timeout_s > 0, "parallel.distributed_timeout_s",
+             par.distributed_timeout_s, "must be > 0 seconds")
     _validate_run(cfg)
 
 

@@ -3,6 +3,9 @@
 Vocabulary-parallel embedding and LM head (untied), a TransformerBlock from our layer
 spec, a final RMSNorm, RoPE from explicit position ids, and the method's own small
 parameters (PonderLM-3's router, Pause's pause vector), replicated across TP ranks.
+With pipeline parallelism each stage builds only what it runs: its share of the layers, plus
+the embedding and pause vector on the first stage and the final norm, LM head and router on
+the last (the head is untied, so no weight is shared between stages).
 """
 
 from __future__ import annotations
@@ -34,34 +37,40 @@ class PonderDecoder(MegatronModule):
         super().__init__(config=config)
         m, p = cfg.model, cfg.ponder
         self.tp_group = parallel_state.get_tensor_model_parallel_group()
+        self.is_first_stage = parallel_state.is_pipeline_first_stage(ignore_virtual=True)
+        self.is_last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
+        self.hidden_size = m.hidden_size
+        self.local_vocab_size = m.vocab_size // cfg.parallel.tensor_model_parallel_size
         # PonderLM-2: sqrt(2.5 H) puts token embeddings (std sqrt(2/(5H))) at RMS 1, the
         # scale of the final-norm outputs that latent slots feed back in.
         self.embedding_scale = math.sqrt(2.5 * m.hidden_size)
-        self.embedding = tensor_parallel.VocabParallelEmbedding(
-            m.vocab_size, m.hidden_size, init_method=config.init_method, config=config,
-            tp_group=self.tp_group,
-        )
+        self.embedding = self.pause_embedding = None
+        if self.is_first_stage:
+            self.embedding = tensor_parallel.VocabParallelEmbedding(
+                m.vocab_size, m.hidden_size, init_method=config.init_method, config=config,
+                tp_group=self.tp_group,
+            )
+            if p.method in USES_PAUSE:
+                self.pause_embedding = nn.Parameter(torch.empty(m.hidden_size))
         spec = ponder_layer_spec(p.attention_backend)
         self.decoder = TransformerBlock(
             config, spec, post_layer_norm=False,
             pg_collection=ProcessGroupCollection.use_mpu_process_groups(),
         )
-        self.final_layernorm = build_module(
-            spec.submodules.input_layernorm, config=config, hidden_size=m.hidden_size,
-            eps=m.norm_eps,
-        )
-        self.output_layer = tensor_parallel.ColumnParallelLinear(
-            m.hidden_size, m.vocab_size, config=config, init_method=config.init_method,
-            bias=False, gather_output=False, tp_group=self.tp_group,
-        )
+        self.final_layernorm = self.output_layer = self.router = None
+        if self.is_last_stage:
+            self.final_layernorm = build_module(
+                spec.submodules.input_layernorm, config=config, hidden_size=m.hidden_size,
+                eps=m.norm_eps,
+            )
+            self.output_layer = tensor_parallel.ColumnParallelLinear(
+                m.hidden_size, m.vocab_size, config=config, init_method=config.init_method,
+                bias=False, gather_output=False, tp_group=self.tp_group,
+            )
+            if p.method in USES_ROUTER:
+                self.router = Router(m.hidden_size, p.k, p.router)
         self.rotary = RotaryTable(m.hidden_size // m.num_attention_heads,
                                   m.max_position_embeddings, m.rotary_base)
-        self.router = Router(m.hidden_size, p.k, p.router) if p.method in USES_ROUTER else None
-        if p.method in USES_PAUSE:
-            self.pause_embedding = nn.Parameter(torch.empty(m.hidden_size))
-            config.init_method(self.pause_embedding)
-        else:
-            self.pause_embedding = None
 
     # ----------------------------------------------------------------- Backbone protocol
 

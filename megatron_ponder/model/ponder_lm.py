@@ -7,8 +7,11 @@ from megatron.core.transformer.module import MegatronModule
 
 from megatron_ponder.config import Config, check_sequence_length
 from megatron_ponder.model.decoder import PonderDecoder
+from megatron_ponder.model.init import initialize_parameters
 from megatron_ponder.model.transformer_config import to_transformer_config
-from megatron_ponder.ponder import PonderOutput, jacobi_iterations, method_forward, ponder_loss
+from megatron_ponder.ponder import (
+    PassProgram, PonderOutput, build_program, jacobi_iterations, ponder_loss, run_locally,
+)
 from megatron_ponder.ponder.loss import ponder_statistics
 
 
@@ -18,23 +21,30 @@ class PonderLM(MegatronModule):
         super().__init__(config=config)
         self.cfg = cfg
         self.decoder = PonderDecoder(cfg, config)
+        initialize_parameters(self, cfg)
 
     def jacobi_for_step(self, step: int) -> int:
         p = self.cfg.ponder
         return jacobi_iterations(self.cfg.seed, step, p.jacobi_train) if self.training else p.jacobi_eval
 
-    def forward(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None,
-                hard_tau: float | None = None) -> PonderOutput:
-        """tokens [B, L] -> PonderOutput (logits [L, B, V_local]). J comes from
-        (seed, step) in training and from ponder.jacobi_eval in eval, unless given.
-        hard_tau: run PonderLM-3's hard pruning rule (inference) instead of the soft mask."""
+    def program(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None,
+                hard_tau: float | None = None) -> PassProgram:
+        """The method's pass program on tokens [B, L]. J comes from (seed, step) in training
+        and from ponder.jacobi_eval in eval, unless given. hard_tau: run PonderLM-3's hard
+        pruning rule (inference) instead of the soft mask."""
         check_sequence_length(tokens.shape[1], self.cfg.model)
         p = self.cfg.ponder
-        return method_forward(
+        return build_program(
             p.method, self.decoder, tokens, k=p.k,
             jacobi=self.jacobi_for_step(step) if jacobi is None else jacobi,
             latent_init=p.latent_init, grad_passes=p.grad_passes, hard_tau=hard_tau,
         )
+
+    def forward(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None,
+                hard_tau: float | None = None) -> PonderOutput:
+        """tokens [B, L] -> PonderOutput (logits [L, B, V_local]), whole stack in this process
+        (pipeline parallelism runs `program` through megatron_ponder.parallel.pipeline)."""
+        return run_locally(self.program(tokens, step, jacobi, hard_tau))
 
     def loss(self, output: PonderOutput, labels: torch.Tensor, loss_mask=None):
         return ponder_loss(self.decoder, output, labels, loss_mask, self.cfg.ponder.compute_penalty)

@@ -1,9 +1,7 @@
-"""Our ModelConfig -> megatron-core's TransformerConfig, with PonderLM-2's initialisation."""
+"""Our ModelConfig -> megatron-core's TransformerConfig (initial values: model/init.py)."""
 
 from __future__ import annotations
 
-import math
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +10,9 @@ from megatron.core.transformer import TransformerConfig
 from megatron_ponder.config import Config
 
 
-def truncated_normal_init(std: float):
-    """PonderLM-2 init: truncated normal with the given std, cut at +-3 std."""
-    return partial(torch.nn.init.trunc_normal_, mean=0.0, std=std, a=-3 * std, b=3 * std)
+def _filled_by_init_py(tensor: torch.Tensor) -> torch.Tensor:
+    """megatron's per-layer init hook: a no-op, model/init.py draws every value."""
+    return tensor
 
 
 def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32) -> TransformerConfig:
@@ -41,12 +39,13 @@ def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32
         gradient_accumulation_fusion=False,
         sequence_parallel=False,
         tensor_model_parallel_size=cfg.parallel.tensor_model_parallel_size,
-        # Build full master weights and slice them, so every layout starts from one model.
+        pipeline_model_parallel_size=cfg.parallel.pipeline_model_parallel_size,
+        # megatron's init path runs for the tensor-parallel attributes it sets on the
+        # weights; the values come from model/init.py, the same way at every layout.
         use_cpu_initialization=True,
         perform_initialization=True,
         params_dtype=params_dtype,
         pipeline_dtype=params_dtype,
-        init_method=truncated_normal_init(m.std),
-        # PonderLM-2: output projections of attention and MLP scaled by 1/sqrt(2 layers).
-        output_layer_init_method=truncated_normal_init(m.std / math.sqrt(2 * m.num_layers)),
+        init_method=_filled_by_init_py,
+        output_layer_init_method=_filled_by_init_py,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -9,33 +10,44 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-from megatron_ponder.config import Config, ConfigError
+from megatron_ponder.config import Config, validate
+from megatron_ponder.parallel.layout import check_layout
+
+
+def _layout_of_groups() -> tuple[int, int]:
+    return (parallel_state.get_tensor_model_parallel_world_size(),
+            parallel_state.get_pipeline_model_parallel_world_size())
 
 
 def initialize_parallel(cfg: Config) -> None:
-    """Initialise the default process group (from torchrun's environment, or a single
-    local process) and megatron's model-parallel groups; seed every RNG from cfg.seed."""
+    """Initialise the default process group (from torchrun's / srun's environment, or a single
+    local process) and megatron's model-parallel groups; seed every RNG from cfg.seed.
+
+    The layout is checked against the world size before any rendezvous, on every rank."""
+    validate(cfg)
+    par = cfg.parallel
+    world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+    check_layout(cfg, world)
+    timeout = datetime.timedelta(seconds=par.distributed_timeout_s)
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         if "WORLD_SIZE" in os.environ:  # torchrun / srun: rendezvous from the environment
-            dist.init_process_group(backend)
+            dist.init_process_group(backend, timeout=timeout)
         else:  # one local process: an in-memory store, no port to collide on
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    tp = cfg.parallel.tensor_model_parallel_size
-    world = dist.get_world_size()
-    if world % tp:
-        raise ConfigError(
-            f"parallel.tensor_model_parallel_size={tp} must divide the world size {world}"
-        )
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                                    timeout=timeout)
+    layout = (par.tensor_model_parallel_size, par.pipeline_model_parallel_size)
     # Re-creating the groups of an unchanged layout would leak them: gloo keeps every
     # group's polling threads alive after destroy_model_parallel (thousands in a test run).
-    if parallel_state.model_parallel_is_initialized():
-        if parallel_state.get_tensor_model_parallel_world_size() != tp:
-            parallel_state.destroy_model_parallel()
+    if parallel_state.model_parallel_is_initialized() and _layout_of_groups() != layout:
+        parallel_state.destroy_model_parallel()
     if not parallel_state.model_parallel_is_initialized():
-        parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp)
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=layout[0], pipeline_model_parallel_size=layout[1],
+            distributed_timeout_minutes=max(1, round(par.distributed_timeout_s / 60)),
+        )
     torch.manual_seed(cfg.seed)
     # On CPU megatron's CUDA RNG tracker cannot be seeded; the inference tracker works.
     model_parallel_cuda_manual_seed(

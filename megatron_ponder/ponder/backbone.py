@@ -10,12 +10,15 @@ import torch
 class Backbone(Protocol):
     """Sequence-first tensors throughout ([S, B, H]), as in megatron-core."""
 
+    hidden_size: int  # H
+    local_vocab_size: int  # this rank's share of the vocabulary (the logits' last dim)
+
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, L] -> scaled token embeddings sqrt(2.5 H) * E[x], [L, B, H]."""
 
     def run(self, inputs: torch.Tensor, position_ids: torch.Tensor,
             key_log_w: torch.Tensor | None = None, final_norm: bool = True) -> torch.Tensor:
-        """One causal pass of the transformer stack.
+        """One causal pass of the transformer stack (this pipeline stage's layers).
 
         inputs [S, B, H]; position_ids [S] (RoPE positions; every slot of a token shares
         the token's position); key_log_w [B, S] additive per-key log weight, or None.

@@ -7,6 +7,7 @@ Pass schedule (method.md section 4), for K latent steps:
                iterate at once (and the router re-estimated from the new h^(0))
   final        one more full pass; fuse and predict.
 Slot (t, k >= 1) takes h_t^(k-1), the final-norm output of slot (t, k-1), as its input.
+The carry between passes is the next pass's latent inputs (and log w when adaptive).
 
 With `hard_tau` the same schedule runs inference's hard rule (method.md section 5): latent
 slots with w < tau get key bias -inf from the first pass on and are left out of the fusion.
@@ -19,61 +20,64 @@ import torch
 
 from megatron_ponder.ponder.backbone import Backbone
 from megatron_ponder.ponder.output import PonderOutput
+from megatron_ponder.ponder.program import Carry, PassInput, PassProgram
 from megatron_ponder.ponder.router import hard_log_w, log_tail_probs
-from megatron_ponder.ponder.schedule import GradientWindow
-from megatron_ponder.ponder.slots import deinterleave, interleave, slot_key_bias, slot_position_ids
+from megatron_ponder.ponder.schedule import first_pass_with_grad
+from megatron_ponder.ponder.slots import deinterleave, interleave, slot_key_bias
 
 
-def latent_thoughts_forward(
-    backbone: Backbone,
-    tokens: torch.Tensor,
-    *,
-    k: int,
-    jacobi: int,
-    adaptive: bool,
-    latent_init: str = "growth",
-    grad_passes: int = 0,
-    hard_tau: float | None = None,
-) -> PonderOutput:
+class LatentThoughtsProgram(PassProgram):
     """PonderLM-2 (adaptive=False: every latent slot fully visible, logits from slot K) or
     PonderLM-3 (adaptive=True: keys of latent slots biased by log w, outputs fused by s;
     with hard_tau, the hard-pruned inference forward instead of the soft mask)."""
-    num_tokens = tokens.shape[1]
-    embeddings = backbone.embed(tokens)
-    growth_steps = range(1, k) if latent_init == "growth" else range(0)
-    full_passes = jacobi + 1 if k > 0 else 0
-    window = GradientWindow(1 + len(growth_steps) + full_passes, grad_passes)
-    pass_slots: list[int] = []
-    log_s = log_w = None
 
-    def key_log_w() -> torch.Tensor:
-        return log_w if hard_tau is None else hard_log_w(log_w, hard_tau)
+    def __init__(self, backbone: Backbone, tokens: torch.Tensor, *, k: int, jacobi: int,
+                 adaptive: bool, latent_init: str = "growth", grad_passes: int = 0,
+                 hard_tau: float | None = None):
+        super().__init__(backbone, tokens)
+        self.k, self.adaptive, self.hard_tau = k, adaptive, hard_tau
+        growth = list(range(2, k + 1)) if latent_init == "growth" else []
+        full = [k + 1] * (jacobi + 1) if k > 0 else []
+        self.passes = [1, *growth, *full]
+        self.first_pass_with_grad = first_pass_with_grad(len(self.passes), grad_passes)
+        self.log_s = self.log_w = None  # the router's latest estimate (last stage)
 
-    def run_pass(latent_inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        nonlocal log_s, log_w
-        n = len(latent_inputs) + 1
-        pass_slots.append(n)
-        with window.next_pass():
-            x = interleave([embeddings, *latent_inputs])
-            positions = slot_position_ids(num_tokens, n, x.device)
-            bias = slot_key_bias(key_log_w(), n) if adaptive and n > 1 else None
-            outputs = deinterleave(backbone.run(x, positions, bias), n)
-            if adaptive:
-                log_s, log_w = log_tail_probs(backbone.route(outputs[0]))
-        return outputs
+    def _key_log_w(self, log_w: torch.Tensor) -> torch.Tensor:
+        return log_w if self.hard_tau is None else hard_log_w(log_w, self.hard_tau)
 
-    outputs = run_pass([])
-    if latent_init == "copy":
-        outputs = outputs * max(k, 1)  # cheap start: every latent input is h^(0)
-    for m in growth_steps:
-        outputs = run_pass(outputs[:m])
-    for _ in range(full_passes):
-        outputs = run_pass(outputs[:k])
+    def has_key_bias(self, p: int) -> bool:
+        return self.adaptive and self.passes[p] > 1
 
-    if adaptive:
-        # Hard rule: no renormalisation over the kept steps (the dropped mass is < tau).
-        weights = log_s.exp() * key_log_w().isfinite()
-        fused = sum(weights[..., j, None] * outputs[j] for j in range(k + 1))
-    else:
-        fused = outputs[k]
-    return PonderOutput(backbone.lm_logits(fused), pass_slots, log_s, log_w)
+    def carry_shapes(self, p: int) -> list[tuple[int, ...]]:
+        length, batch, hidden = self.num_tokens, self.batch_size, self.backbone.hidden_size
+        shapes = [(self.passes[p + 1] - 1, length, batch, hidden)]
+        if self.adaptive:
+            shapes.append((length, batch, self.k + 1))
+        return shapes
+
+    def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
+        latents = [] if carry is None else list(carry[0].unbind(0))
+        hidden = interleave([self.backbone.embed(self.tokens), *latents])
+        bias = (slot_key_bias(self._key_log_w(carry[1]), self.passes[p])
+                if self.has_key_bias(p) else None)
+        return PassInput(hidden, bias)
+
+    def last_stage_output(self, p: int, hidden: torch.Tensor) -> Carry | PonderOutput:
+        n = self.passes[p]
+        outputs = deinterleave(self.backbone.final_norm(hidden), n)
+        if self.adaptive:
+            self.log_s, self.log_w = log_tail_probs(self.backbone.route(outputs[0]))
+        if not self.is_final(p):
+            needed = self.passes[p + 1] - 1
+            # "copy" initialisation: after pass 0 every latent input starts as h^(0).
+            pool = outputs * needed if n == 1 else outputs
+            latents = torch.stack(pool[:needed])
+            return (latents, self.log_w) if self.adaptive else (latents,)
+        if self.adaptive:
+            # Hard rule: no renormalisation over the kept steps (the dropped mass is < tau).
+            weights = self.log_s.exp() * self._key_log_w(self.log_w).isfinite()
+            fused = sum(weights[..., j, None] * outputs[j] for j in range(self.k + 1))
+        else:
+            fused = outputs[self.k]
+        return PonderOutput(self.backbone.lm_logits(fused), list(self.passes),
+                            self.log_s, self.log_w)

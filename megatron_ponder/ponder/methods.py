@@ -1,4 +1,4 @@
-"""The baselines that share the decoder with PonderLM-3 (method.md section 7).
+"""The baselines that share the decoder with PonderLM-3 (method.md section 7), as pass programs.
 
 Decisions where the papers leave room (each documented in docs/decisions.md):
 - PonderLM-1: pass m+1 reads e_t + sqrt(2.5 H) softmax(logits_t^(m)) @ E (the pondering
@@ -14,39 +14,72 @@ import torch
 
 from megatron_ponder.ponder.backbone import Backbone
 from megatron_ponder.ponder.output import PonderOutput
-from megatron_ponder.ponder.slots import deinterleave, interleave, slot_position_ids
+from megatron_ponder.ponder.program import Carry, PassInput, PassProgram
+from megatron_ponder.ponder.slots import deinterleave, interleave
 
 
-def _positions(tokens: torch.Tensor) -> torch.Tensor:
-    return torch.arange(tokens.shape[1], device=tokens.device)
+class VanillaProgram(PassProgram):
+    passes = [1]
+
+    def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
+        return PassInput(self.backbone.embed(self.tokens), None)
+
+    def last_stage_output(self, p: int, hidden: torch.Tensor) -> PonderOutput:
+        return PonderOutput(self.backbone.lm_logits(self.backbone.final_norm(hidden)), [1])
 
 
-def vanilla_forward(backbone: Backbone, tokens: torch.Tensor) -> PonderOutput:
-    hidden = backbone.run(backbone.embed(tokens), _positions(tokens))
-    return PonderOutput(backbone.lm_logits(hidden), [1])
+class PonderLM1Program(PassProgram):
+    """Carry: the logits of the previous pass (this rank's vocabulary shard)."""
+
+    def __init__(self, backbone: Backbone, tokens: torch.Tensor, k: int):
+        super().__init__(backbone, tokens)
+        self.passes = [1] * (k + 1)
+
+    def carry_shapes(self, p: int) -> list[tuple[int, ...]]:
+        return [(self.num_tokens, self.batch_size, self.backbone.local_vocab_size)]
+
+    def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
+        inputs = self.backbone.embed(self.tokens)
+        if carry is not None:
+            inputs = inputs + self.backbone.expected_embedding(carry[0])
+        return PassInput(inputs, None)
+
+    def last_stage_output(self, p: int, hidden: torch.Tensor) -> Carry | PonderOutput:
+        logits = self.backbone.lm_logits(self.backbone.final_norm(hidden))
+        return PonderOutput(logits, list(self.passes)) if self.is_final(p) else (logits,)
 
 
-def ponderlm1_forward(backbone: Backbone, tokens: torch.Tensor, k: int) -> PonderOutput:
-    embeddings = backbone.embed(tokens)
-    positions = _positions(tokens)
-    logits = backbone.lm_logits(backbone.run(embeddings, positions))
-    for _ in range(k):
-        inputs = embeddings + backbone.expected_embedding(logits)
-        logits = backbone.lm_logits(backbone.run(inputs, positions))
-    return PonderOutput(logits, [1] * (k + 1))
+class LoopProgram(PassProgram):
+    """Carry: the raw residual stream."""
+
+    def __init__(self, backbone: Backbone, tokens: torch.Tensor, k: int):
+        super().__init__(backbone, tokens)
+        self.passes = [1] * (k + 1)
+
+    def carry_shapes(self, p: int) -> list[tuple[int, ...]]:
+        return [(self.num_tokens, self.batch_size, self.backbone.hidden_size)]
+
+    def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
+        return PassInput(self.backbone.embed(self.tokens) if carry is None else carry[0], None)
+
+    def last_stage_output(self, p: int, hidden: torch.Tensor) -> Carry | PonderOutput:
+        if not self.is_final(p):
+            return (hidden,)
+        return PonderOutput(self.backbone.lm_logits(self.backbone.final_norm(hidden)),
+                            list(self.passes))
 
 
-def loop_forward(backbone: Backbone, tokens: torch.Tensor, k: int) -> PonderOutput:
-    hidden = backbone.embed(tokens)
-    positions = _positions(tokens)
-    for _ in range(k + 1):
-        hidden = backbone.run(hidden, positions, final_norm=False)
-    return PonderOutput(backbone.lm_logits(backbone.final_norm(hidden)), [1] * (k + 1))
+class PauseProgram(PassProgram):
+    def __init__(self, backbone: Backbone, tokens: torch.Tensor, k: int):
+        super().__init__(backbone, tokens)
+        self.k = k
+        self.passes = [k + 1]
 
+    def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
+        embeddings = self.backbone.embed(self.tokens)
+        pause = self.backbone.pause_inputs(embeddings)
+        return PassInput(interleave([embeddings] + [pause] * self.k), None)
 
-def pause_forward(backbone: Backbone, tokens: torch.Tensor, k: int) -> PonderOutput:
-    embeddings = backbone.embed(tokens)
-    pause = backbone.pause_inputs(embeddings)
-    x = interleave([embeddings] + [pause] * k)
-    hidden = backbone.run(x, slot_position_ids(tokens.shape[1], k + 1, x.device))
-    return PonderOutput(backbone.lm_logits(deinterleave(hidden, k + 1)[k]), [k + 1])
+    def last_stage_output(self, p: int, hidden: torch.Tensor) -> PonderOutput:
+        outputs = deinterleave(self.backbone.final_norm(hidden), self.k + 1)
+        return PonderOutput(self.backbone.lm_logits(outputs[self.k]), [self.k + 1])

@@ -6,10 +6,7 @@ RNG, so every rank draws the same J and a resumed run repeats the uninterrupted 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
-import torch
 
 
 def jacobi_iterations(seed: int, step: int, choices: list[int]) -> int:
@@ -18,20 +15,8 @@ def jacobi_iterations(seed: int, step: int, choices: list[int]) -> int:
     return int(choices[int(rng.integers(len(choices)))])
 
 
-class GradientWindow:
-    """Run all but the last `grad_passes` passes without autograd (0 keeps every pass).
-
-    The truncated variant trades exact gradients through the Jacobi solve for memory
-    and time; it is a measured option, not the default.
-    """
-
-    def __init__(self, total_passes: int, grad_passes: int):
-        self.first_with_grad = 0 if grad_passes == 0 else max(0, total_passes - grad_passes)
-        self.index = 0
-
-    @contextmanager
-    def next_pass(self):
-        enabled = torch.is_grad_enabled() and self.index >= self.first_with_grad
-        self.index += 1
-        with torch.set_grad_enabled(enabled):
-            yield
+def first_pass_with_grad(total_passes: int, grad_passes: int) -> int:
+    """Index of the first pass that keeps autograd when only the last `grad_passes` passes
+    do (0 keeps every pass). The truncated variant trades exact gradients through the
+    Jacobi solve for memory and time; it is a measured option, not the default."""
+    return 0 if grad_passes == 0 else max(0, total_passes - grad_passes)

@@ -1,0 +1,83 @@
+"""A method as a pass program, so one description runs in one process or across pipeline stages.
+
+Every method is a fixed list of passes over the transformer stack. Before pass p the first
+stage builds the pass's input from the tokens and from what the last stage produced after
+pass p-1 (the "carry": latent inputs and log w, Loop's residual stream, PonderLM-1's logits);
+after pass p the last stage turns the stack's output into the next carry or, after the final
+pass, into the PonderOutput. Between those ends only the stack runs. In one process the carry
+is simply handed over (`run_locally`); with pipeline parallelism it travels from the last
+stage back to the first (megatron_ponder/parallel/pipeline.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from megatron_ponder.ponder.backbone import Backbone
+from megatron_ponder.ponder.output import PonderOutput
+from megatron_ponder.ponder.slots import slot_position_ids
+
+Carry = tuple  # tensors the last stage hands to the first stage between passes
+
+
+@dataclass
+class PassInput:
+    hidden: torch.Tensor  # [n L, B, H]
+    key_log_w: torch.Tensor | None  # [B, n L] per-key bias, or None
+
+
+class PassProgram:
+    """Subclasses set `passes` (slots per token of each pass) and implement the two ends."""
+
+    passes: list[int]
+    # Passes before this index run without autograd (the truncated-gradient option).
+    first_pass_with_grad: int = 0
+
+    def __init__(self, backbone: Backbone, tokens: torch.Tensor):
+        self.backbone = backbone
+        self.tokens = tokens
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tokens.shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[0]
+
+    def is_final(self, p: int) -> bool:
+        return p == len(self.passes) - 1
+
+    def position_ids(self, p: int) -> torch.Tensor:
+        return slot_position_ids(self.num_tokens, self.passes[p], self.tokens.device)
+
+    def has_key_bias(self, p: int) -> bool:
+        return False
+
+    def carry_shapes(self, p: int) -> list[tuple[int, ...]]:
+        """Shapes of the carry the last stage produces after (non-final) pass p."""
+        raise NotImplementedError
+
+    def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
+        raise NotImplementedError
+
+    def last_stage_output(self, p: int, hidden: torch.Tensor) -> Carry | PonderOutput:
+        raise NotImplementedError
+
+
+def pass_has_grad(program: PassProgram, p: int) -> bool:
+    return torch.is_grad_enabled() and p >= program.first_pass_with_grad
+
+
+def run_locally(program: PassProgram) -> PonderOutput:
+    """All passes in this process: the whole stack is local, the carry is handed over."""
+    carry = None
+    for p in range(len(program.passes)):
+        with torch.set_grad_enabled(pass_has_grad(program, p)):
+            inputs = program.first_stage_input(p, carry)
+            hidden = program.backbone.run(inputs.hidden, program.position_ids(p),
+                                          inputs.key_log_w, final_norm=False)
+            carry = program.last_stage_output(p, hidden)
+    return carry
