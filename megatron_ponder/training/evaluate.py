@@ -2,6 +2,8 @@
 
 Inference FLOPs here come from the router's decisions in the soft forward (K_hat_t =
 #{k >= 1 : w_{t,k} >= tau}); the hard-pruned forward itself belongs to the inference engine.
+With pipeline parallelism the batches run through the pipeline schedule and the last stage
+scores them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from megatron.core import parallel_state
 
 from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
 from megatron_ponder.ponder.router import hard_rule_keeps
@@ -19,35 +22,48 @@ def kept_steps(log_w: torch.Tensor, tau: float) -> torch.Tensor:
     return hard_rule_keeps(log_w, tau).sum(-1).transpose(0, 1).cpu()
 
 
+def score_batch(model, output, batch: dict) -> dict[str, float]:
+    """Sums over one batch: loss x tokens, tokens, statistics, inference FLOPs per token."""
+    cfg = model.cfg
+    shape = DecoderShape.of(cfg.model)
+    loss, _ = model.loss(output, batch["labels"], batch["loss_mask"])
+    n = batch["loss_mask"].sum().item()
+    length = batch["tokens"].shape[1]
+    kept = kept_steps(output.log_w, cfg.ponder.tau) if output.log_w is not None else None
+    return {"loss_sum": loss.item() * n, "tokens": n, "stats": model.statistics(output),
+            "flops": inference_flops_per_token(shape, cfg.ponder.method, cfg.ponder.k, length, kept),
+            "vanilla_flops": inference_flops_per_token(shape, "vanilla", 0, length)}
+
+
+def _summarize(scores: list[dict]) -> dict[str, float]:
+    if not scores:
+        return {}
+    tokens = sum(s["tokens"] for s in scores)
+    loss = sum(s["loss_sum"] for s in scores) / max(tokens, 1)
+    result = {"loss": loss, "ppl": math.exp(min(loss, 50.0)),
+              "inference_flops_per_token": sum(s["flops"] for s in scores) / len(scores),
+              "inference_flops_vs_vanilla": sum(s["flops"] for s in scores)
+              / sum(s["vanilla_flops"] for s in scores)}
+    for key in scores[0]["stats"]:
+        result[key] = sum(s["stats"][key] for s in scores) / len(scores)
+    return result
+
+
 @torch.no_grad()
 def evaluate(model, batches, device, autocast) -> dict[str, float]:
     was_training = model.training
     model.eval()
-    cfg = model.cfg
-    shape = DecoderShape.of(cfg.model)
-    total_loss = total_tokens = 0.0
-    stats_sum: dict[str, float] = {}
-    flops_sum = vanilla_sum = 0.0
-    for batch in batches:
-        tokens, labels, mask = (batch[k].to(device) for k in ("tokens", "labels", "loss_mask"))
-        with autocast():
-            out = model(tokens)
-        loss, _ = model.loss(out, labels, mask)
-        n = mask.sum().item()
-        total_loss += loss.item() * n
-        total_tokens += n
-        for key, value in model.statistics(out).items():
-            stats_sum[key] = stats_sum.get(key, 0.0) + value
-        length = tokens.shape[1]
-        kept = kept_steps(out.log_w, cfg.ponder.tau) if out.log_w is not None else None
-        flops_sum += inference_flops_per_token(shape, cfg.ponder.method, cfg.ponder.k, length, kept)
-        vanilla_sum += inference_flops_per_token(shape, "vanilla", 0, length)
+    batches = [{k: v.to(device) for k, v in batch.items()} for batch in batches]
+    if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+        from megatron_ponder.parallel.pipeline import pipeline_step
+
+        scores = pipeline_step(model, batches, 0, autocast, train=False,
+                               score=lambda output, batch: score_batch(model, output, batch)).scores
+    else:
+        scores = []
+        for batch in batches:
+            with autocast():
+                output = model(batch["tokens"])
+            scores.append(score_batch(model, output, batch))
     model.train(was_training)
-    if not batches:
-        return {}
-    loss = total_loss / max(total_tokens, 1)
-    result = {"loss": loss, "ppl": math.exp(min(loss, 50.0)),
-              "inference_flops_per_token": flops_sum / len(batches),
-              "inference_flops_vs_vanilla": flops_sum / vanilla_sum}
-    result.update({k: v / len(batches) for k, v in stats_sum.items()})
-    return result
+    return _summarize(scores)

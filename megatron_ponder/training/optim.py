@@ -37,15 +37,16 @@ def build_scheduler(optimizer, t: TrainConfig) -> torch.optim.lr_scheduler.Lambd
 
 
 def grad_norm(model: torch.nn.Module) -> torch.Tensor:
-    """Global L2 norm of the gradients; parameters replicated over TP ranks count once."""
+    """Global L2 norm of the gradients over the model-parallel (TP x PP) group; parameters
+    replicated over TP ranks count once (pipeline stages share none: the head is untied)."""
     grads = [p.grad.detach() for p in model.parameters()
              if p.grad is not None and param_is_not_tensor_parallel_duplicate(p)]
-    if not grads:
-        return torch.zeros(())
     # One fused kernel per dtype and no host sync per parameter (it matters on GPUs).
-    squares = torch.stack(torch._foreach_norm(grads)).float().pow(2).sum()
-    if parallel_state.get_tensor_model_parallel_world_size() > 1:
-        dist.all_reduce(squares, group=parallel_state.get_tensor_model_parallel_group())
+    squares = (torch.stack(torch._foreach_norm(grads)).float().pow(2).sum() if grads
+               else torch.zeros((), dtype=torch.float32))
+    group = parallel_state.get_model_parallel_group()
+    if dist.get_world_size(group) > 1:
+        dist.all_reduce(squares, group=group)
     return squares.sqrt()
 
 

@@ -20,6 +20,7 @@ from megatron_ponder.data.datasets import build_datasets
 from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.model import build_model
 from megatron_ponder.parallel import initialize_parallel
+from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape, training_flops
 from megatron_ponder.training.checkpoint import Checkpointer
 from megatron_ponder.training.evaluate import evaluate
@@ -74,10 +75,15 @@ class Trainer:
         self.dp_size = parallel_state.get_data_parallel_world_size()
         if self.dp_size > 1:
             raise ConfigError(
-                f"data-parallel size {self.dp_size} (world / parallel.tensor_model_parallel_size)"
+                f"data-parallel size {self.dp_size} (world / (tensor x pipeline parallel size))"
                 " needs a data-parallel engine, which this trainer does not have yet; run with"
-                " world size == parallel.tensor_model_parallel_size")
+                " world size == parallel.tensor_model_parallel_size x"
+                " parallel.pipeline_model_parallel_size")
         self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.pp_size = parallel_state.get_pipeline_model_parallel_world_size()
+        # Every rank counts the FLOPs of its data-parallel replica's micro-batches, which its
+        # tensor- and pipeline-parallel peers share.
+        self.model_parallel_size = cfg.parallel.tensor_model_parallel_size * self.pp_size
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.autocast = _autocast(cfg, self.device)
 
@@ -130,21 +136,27 @@ class Trainer:
 
     def _train_step(self, step: int) -> dict:
         t = self.cfg.train
-        batches = batch_for_step(self.train_data, step, t.global_batch_size, t.micro_batch_size,
-                                 self.dp_rank, self.dp_size)
+        batches = [{k: v.to(self.device) for k, v in batch.items()} for batch in batch_for_step(
+            self.train_data, step, t.global_batch_size, t.micro_batch_size, self.dp_rank, self.dp_size)]
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, flops, stats = 0.0, 0, {}
-        for batch in batches:
-            tokens, labels, mask = (batch[k].to(self.device) for k in ("tokens", "labels", "loss_mask"))
-            with self.autocast():
-                out = self.model(tokens, step=step)
-            loss, _ = self.model.loss(out, labels, mask)
-            (loss / len(batches)).backward()
-            loss_sum += loss.item() / len(batches)
-            flops += tokens.shape[0] * training_flops(
-                self.shape, self.cfg.ponder.method, self.cfg.ponder.k, out.pass_slots,
-                tokens.shape[1], self.cfg.ponder.grad_passes)
-            stats = self.model.statistics(out)
+        if self.pp_size > 1:
+            result = pipeline_step(self.model, batches, step, self.autocast)
+            loss_sum, stats, pass_slots = result.loss, result.stats, result.pass_slots
+            extra = {"pipeline_bubble": result.bubble_fraction}
+        else:
+            loss_sum, stats, pass_slots, extra = 0.0, {}, [], {}
+            for batch in batches:
+                with self.autocast():
+                    out = self.model(batch["tokens"], step=step)
+                loss, _ = self.model.loss(out, batch["labels"], batch["loss_mask"])
+                (loss / len(batches)).backward()
+                loss_sum += loss.item() / len(batches)
+                pass_slots.append(out.pass_slots)
+                stats = self.model.statistics(out)
+        flops = sum(batch["tokens"].shape[0] * training_flops(
+            self.shape, self.cfg.ponder.method, self.cfg.ponder.k, slots,
+            batch["tokens"].shape[1], self.cfg.ponder.grad_passes)
+            for batch, slots in zip(batches, pass_slots))
         norm = grad_norm(self.model)
         bad = [name for name, value in (("loss", loss_sum), ("grad_norm", norm.item()))
                if not math.isfinite(value)]
@@ -165,7 +177,7 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         return {"loss": loss_sum, "grad_norm": norm.item(), "flops": flops,
-                "jacobi": self.model.jacobi_for_step(step), "skipped": bool(bad), **stats}
+                "jacobi": self.model.jacobi_for_step(step), "skipped": bool(bad), **stats, **extra}
 
     # ------------------------------------------------------------------ the loop
 
@@ -244,12 +256,12 @@ class Trainer:
             "lr": window[-1]["lr"],
             "grad_norm": window[-1]["grad_norm"],
             "tokens_per_s": tokens_per_step * n / seconds,
-            "mfu": sum(r["flops"] for r in window) / seconds / self.peak,
+            "mfu": sum(r["flops"] for r in window) / seconds / self.peak / self.model_parallel_size,
             "step_s": seconds / n,
             "jacobi": window[-1]["jacobi"],
             "skipped_steps": self.state.skipped_steps,
         }
-        for key in ("expected_steps", "router_entropy", "pruned_share"):
+        for key in ("expected_steps", "router_entropy", "pruned_share", "pipeline_bubble"):
             if key in window[-1]:
                 metrics[key] = sum(r[key] for r in window) / n
         self.logger.log(self.state.step, metrics)
@@ -257,6 +269,8 @@ class Trainer:
         eta = (time.perf_counter() - start) / max(done, 1) * (t.steps - self.state.step)
         ponder = (f" | E[steps] {metrics['expected_steps']:.2f} | entropy "
                   f"{metrics['router_entropy']:.3f}" if "expected_steps" in metrics else "")
+        if "pipeline_bubble" in metrics:
+            ponder += f" | bubble {metrics['pipeline_bubble']:.0%}"
         self.logger.print(
             f"step {self.state.step:>6d}/{t.steps} | loss {metrics['loss']:.4f} | lr "
             f"{metrics['lr']:.2e} | gnorm {metrics['grad_norm']:.3f} | "

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+from distributed import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_dict(tiny_data: dict, output_dir: Path, method: str = "ponderlm3", **train) -> dict:
@@ -26,3 +33,13 @@ def run_dict(tiny_data: dict, output_dir: Path, method: str = "ponderlm3", **tra
 def read_metrics(output_dir, kind: str = "train") -> dict[int, dict]:
     lines = (Path(output_dir) / "metrics.jsonl").read_text().splitlines()
     return {r["step"]: r for r in map(json.loads, lines) if r["kind"] == kind}
+
+
+def torchrun(recipe: Path, *overrides: str, nproc: int = 2, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The training CLI under torchrun on this machine (gloo, one thread per rank)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+         "--master-port", str(free_port()), "-m", "megatron_ponder.train", str(recipe),
+         *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
