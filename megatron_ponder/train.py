@@ -9,6 +9,7 @@ limit or train.exit_interval after saving a checkpoint (run the same command to 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.recipe, args.overrides)
         trainer = Trainer(cfg)
     except (ConfigError, DataError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # Every rank checks the same config: each prints the error and exits before any
+        # rendezvous, so no rank waits for one that already quit.
+        print(f"error (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return trainer.train()
 

@@ -46,7 +46,7 @@ def initialize_parallel(cfg: Config) -> None:
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(
             tensor_model_parallel_size=layout[0], pipeline_model_parallel_size=layout[1],
-            distributed_timeout_minutes=max(1, round(par.distributed_timeout_s / 60)),
+            distributed_timeout_minutes=par.distributed_timeout_s / 60,  # a timedelta's minutes
         )
     torch.manual_seed(cfg.seed)
     # On CPU megatron's CUDA RNG tracker cannot be seeded; the inference tracker works.

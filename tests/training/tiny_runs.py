@@ -43,3 +43,17 @@ def torchrun(recipe: Path, *overrides: str, nproc: int = 2, timeout: float = 900
          "--master-port", str(free_port()), "-m", "megatron_ponder.train", str(recipe),
          *overrides],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def launch_ranks(recipe: Path, *overrides: str, world_size: int = 2) -> list[subprocess.Popen]:
+    """Start the training CLI once per rank, the way srun starts tasks without torchrun:
+    RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT in each process's environment."""
+    port = str(free_port())
+    procs = []
+    for rank in range(world_size):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "megatron_ponder.train", str(recipe), *overrides],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
