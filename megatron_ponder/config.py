@@ -89,6 +89,9 @@ class PonderConfig:
 @dataclass
 class ParallelConfig:
     tensor_model_parallel_size: int = 1
+    # Shard the residual stream's sequence dimension over the TP ranks between the attention
+    # and MLP blocks (activation memory / TP); GPU with Transformer Engine only.
+    sequence_parallel: bool = False
     # Stages of the multi-pass pipeline (megatron_ponder/parallel/pipeline.py).
     pipeline_model_parallel_size: int = 1
     # A collective or pipeline message that waits longer than this ends the job (a dead or
@@ -218,6 +221,12 @@ def validate(cfg: Config) -> None:
              f"must be divisible by parallel.tensor_model_parallel_size={tp}")
     _require(m.ffn_size % tp == 0, "model.ffn_hidden_size", m.ffn_size,
              f"must be divisible by parallel.tensor_model_parallel_size={tp}")
+    if par.sequence_parallel:
+        _require(tp > 1, "parallel.sequence_parallel", True,
+                 "needs parallel.tensor_model_parallel_size > 1 (it shards over the TP ranks)")
+        _require(cfg.data.seq_length % tp == 0, "data.seq_length", cfg.data.seq_length,
+                 f"must be divisible by parallel.tensor_model_parallel_size={tp} with "
+                 "parallel.sequence_parallel")
     pp = par.pipeline_model_parallel_size
     _require(pp >= 1, "parallel.pipeline_model_parallel_size", pp, "must be >= 1")
     _require(m.num_layers % pp == 0, "model.num_layers", m.num_layers,

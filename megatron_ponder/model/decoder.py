@@ -10,13 +10,15 @@ the last (the head is untied, so no weight is shared between stages).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.tensor_parallel.mappings import (
-    copy_to_tensor_model_parallel_region, reduce_from_tensor_model_parallel_region,
+    copy_to_tensor_model_parallel_region, gather_from_sequence_parallel_region,
+    reduce_from_tensor_model_parallel_region, scatter_to_sequence_parallel_region,
 )
 from megatron.core.process_groups_config import ProcessGroupCollection
 from megatron.core.transformer import TransformerConfig
@@ -52,7 +54,8 @@ class PonderDecoder(MegatronModule):
             )
             if p.method in USES_PAUSE:
                 self.pause_embedding = nn.Parameter(torch.empty(m.hidden_size))
-        spec = ponder_layer_spec(p.attention_backend)
+        self.sequence_parallel = cfg.parallel.sequence_parallel
+        spec = ponder_layer_spec(p.attention_backend, self.sequence_parallel)
         self.decoder = TransformerBlock(
             config, spec, post_layer_norm=False,
             pg_collection=ProcessGroupCollection.use_mpu_process_groups(),
@@ -63,8 +66,9 @@ class PonderDecoder(MegatronModule):
                 spec.submodules.input_layernorm, config=config, hidden_size=m.hidden_size,
                 eps=m.norm_eps,
             )
+            # The head reads whole sequences (fused slots), also under sequence parallelism.
             self.output_layer = tensor_parallel.ColumnParallelLinear(
-                m.hidden_size, m.vocab_size, config=config, init_method=config.init_method,
+                m.hidden_size, m.vocab_size, config=dataclasses.replace(config, sequence_parallel=False), init_method=config.init_method,
                 bias=False, gather_output=False, tp_group=self.tp_group,
             )
             if p.method in USES_ROUTER:
@@ -82,10 +86,17 @@ class PonderDecoder(MegatronModule):
             # Each TP rank's heads see the same bias: its gradient is a partial sum per
             # rank, all-reduced by this op's backward.
             key_log_w = copy_to_tensor_model_parallel_region(key_log_w, self.tp_group)
+        if self.sequence_parallel:  # the slot operations outside the stack see whole sequences
+            inputs = scatter_to_sequence_parallel_region(inputs, group=self.tp_group)
         hidden = self.decoder(
             hidden_states=inputs, attention_mask=key_log_w,
             rotary_pos_emb=self.rotary(position_ids),
         )
+        if self.sequence_parallel:
+            # Downstream every TP rank computes the same full gradient (replicated norm and
+            # router, the head's input all-reduced): backward keeps this rank's chunk.
+            hidden = gather_from_sequence_parallel_region(
+                hidden, tensor_parallel_output_grad=False, group=self.tp_group)
         return self.final_layernorm(hidden) if final_norm else hidden
 
     def final_norm(self, hidden):

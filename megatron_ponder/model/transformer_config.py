@@ -37,7 +37,7 @@ def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32
         apply_rope_fusion=False,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
-        sequence_parallel=False,
+        sequence_parallel=cfg.parallel.sequence_parallel,
         tensor_model_parallel_size=cfg.parallel.tensor_model_parallel_size,
         pipeline_model_parallel_size=cfg.parallel.pipeline_model_parallel_size,
         # megatron's init path runs for the tensor-parallel attributes it sets on the

@@ -15,9 +15,26 @@ def data_parallel_size(cfg: Config, world_size: int) -> int:
     return world_size // (par.tensor_model_parallel_size * par.pipeline_model_parallel_size)
 
 
+def sequence_parallel_unavailable() -> str | None:
+    """Why sequence parallelism cannot run here (megatron-core 0.16's torch norms refuse it
+    and its sequence-parallel linears allocate CUDA buffers), or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "it needs CUDA"
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        return "it needs Transformer Engine (its norms support a sharded sequence)"
+    return None
+
+
 def check_layout(cfg: Config, world_size: int) -> None:
     """Raise ConfigError naming the fields when (TP, PP, DP, batch sizes) do not fit."""
     par, t = cfg.parallel, cfg.train
+    if par.sequence_parallel and (reason := sequence_parallel_unavailable()):
+        raise ConfigError(f"parallel.sequence_parallel=true cannot run on this machine: {reason}; "
+                          "set parallel.sequence_parallel=false")
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     if world_size % (tp * pp):
         raise ConfigError(

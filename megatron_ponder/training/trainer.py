@@ -20,6 +20,7 @@ from megatron_ponder.data.datasets import build_datasets
 from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.model import build_model
 from megatron_ponder.parallel import initialize_parallel
+from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape, training_flops
 from megatron_ponder.training.checkpoint import Checkpointer
@@ -157,6 +158,8 @@ class Trainer:
             self.shape, self.cfg.ponder.method, self.cfg.ponder.k, slots,
             batch["tokens"].shape[1], self.cfg.ponder.grad_passes)
             for batch, slots in zip(batches, pass_slots))
+        if self.cfg.parallel.sequence_parallel:
+            allreduce_sequence_parallel_grads(self.model)
         norm = grad_norm(self.model)
         bad = [name for name, value in (("loss", loss_sum), ("grad_norm", norm.item()))
                if not math.isfinite(value)]
