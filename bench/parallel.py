@@ -131,7 +131,13 @@ def main() -> None:
             matches = True
             for method, (overrides, single) in singles.items():
                 print(f"{layout}, {method} ...", flush=True)
-                metrics = run([*overrides, *LAYOUTS[layout]], work / f"{layout}_{method}", 2)
+                try:
+                    metrics = run([*overrides, *LAYOUTS[layout]], work / f"{layout}_{method}", 2)
+                except RuntimeError as err:  # reported, and the other layouts still run
+                    print(err, flush=True)
+                    result[f"{layout}_error"] = str(err).splitlines()[-1][-500:]
+                    matches = False
+                    break
                 diff = max_relative_diff(single, metrics)
                 result["max_rel_loss_diff"][f"{layout}_{method}"] = diff
                 result["step_s"][f"{layout}_{method}"] = median_step_s(metrics)
