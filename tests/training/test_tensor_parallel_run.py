@@ -1,6 +1,6 @@
 """The training job under torchrun at tensor-parallel size 2 follows the single-process loss
-trajectory, resumes from its own (sharded) checkpoint, and that checkpoint also resumes in a
-single process (TP 2 -> TP 1 resharding by dist_checkpointing)."""
+trajectory, resumes from its own (sharded) checkpoint, and checkpoints reshard both ways
+(TP 2 -> one process -> TP 2, by dist_checkpointing)."""
 
 import shutil
 
@@ -30,8 +30,14 @@ def test_tp2_training_matches_tp1_and_resumes(tiny_run, tiny_recipe, tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resumed from" in second.stdout and "at step 3" in second.stdout
 
+    # ... and back: a single-process checkpoint continues at TP 2.
+    Trainer(tiny_run(tmp_path / "tp1_to_tp2", steps=STEPS, save_interval=3, exit_interval=3)).train()
+    back = tiny_recipe(tmp_path / "back.yaml", tmp_path / "tp1_to_tp2", steps=STEPS, save_interval=3)
+    resumed = torchrun(back, TP2)
+    assert resumed.returncode == 0 and "at step 3" in resumed.stdout, resumed.stderr[-3000:]
+
     tp1 = read_metrics(tmp_path / "tp1")
-    for other in ("tp2", "tp2_to_tp1"):
+    for other in ("tp2", "tp2_to_tp1", "tp1_to_tp2"):
         losses = read_metrics(tmp_path / other)
         assert sorted(losses) == list(range(1, STEPS + 1))
         for step in tp1:
