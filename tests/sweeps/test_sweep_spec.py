@@ -1,0 +1,82 @@
+"""Sweep files: expansion order, run ids, configs, and errors that name file and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sweep_files import sweep_dict, write_sweep
+
+from megatron_ponder.sweeps.runner import submit_command
+from megatron_ponder.sweeps.spec import SweepError, load_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _sweep(tmp_path, **changes):
+    data = sweep_dict(tmp_path / "out", tmp_path / "text.txt", tmp_path / "data")
+    data.update(changes)
+    return write_sweep(tmp_path / "sweep.yaml", data)
+
+
+def test_grid_expands_in_file_order_with_seeds_innermost(tmp_path):
+    path = _sweep(tmp_path, seeds=[3, 4], grid=[
+        {"size": "h32", "method": "ponderlm2", "k": [1, 2]},
+        {"size": "h32", "method": "ponderlm3", "k": 2, "lambda": [0, 0.01]}])
+    sweep = load_sweep(path)
+    assert [r.run_id for r in sweep.runs] == [
+        "h32-ponderlm2-k1-lam0-seed3", "h32-ponderlm2-k1-lam0-seed4",
+        "h32-ponderlm2-k2-lam0-seed3", "h32-ponderlm2-k2-lam0-seed4",
+        "h32-ponderlm3-k2-lam0-seed3", "h32-ponderlm3-k2-lam0-seed4",
+        "h32-ponderlm3-k2-lam0.01-seed3", "h32-ponderlm3-k2-lam0.01-seed4"]
+    last = sweep.runs[-1].config
+    assert (last.ponder.method, last.ponder.k, last.ponder.compute_penalty, last.seed) == (
+        "ponderlm3", 2, 0.01, 4)
+    assert last.model.hidden_size == 32 and last.model.vocab_size == 512
+    assert last.train.output_dir == str(tmp_path / "out" / "runs" / sweep.runs[-1].run_id)
+    assert sweep.record_path(sweep.runs[0]) == (
+        tmp_path / "out" / "records" / "h32-ponderlm2-k1-lam0-seed3.json")
+    assert sweep.eval.taus == (1e-4, 0.5, 0.9)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"grid": [{"size": "h99", "method": "vanilla", "k": 0}]}, "grid[0].size"),
+    ({"grid": [{"size": "h32", "method": "vanilla", "k": -1}]}, "grid[0].k"),
+    ({"grid": [{"size": "h32", "method": "vanilla", "k": 0, "lr": 1}]}, "grid[0].lr"),
+    ({"grid": [{"size": "h32", "method": "vanilla", "k": 0, "lambda": 0.1}]}, "grid[0].lambda"),
+    ({"grid": [{"size": "h32", "method": "vanilla", "k": [0, 0]}]}, "grid[0]"),
+    ({"grid": [{"size": "h32", "method": "nope", "k": 1}]}, "ponder.method"),
+    ({"seeds": []}, "seeds"),
+    ({"eval": {"taus": [0.0], "batches": 1, "micro_batch_size": 1}}, "eval.taus"),
+    ({"eval": {"taus": [0.1], "batches": 0, "micro_batch_size": 1}}, "eval.batches"),
+    ({"prepare": {"input": "x.txt"}}, "prepare"),
+    ({"extra": 1}, "extra"),
+])
+def test_malformed_sweep_names_file_and_field(tmp_path, changes, field):
+    path = _sweep(tmp_path, **changes)
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert str(path) in str(err.value) and field in str(err.value)
+
+
+def test_cli_list_and_submit_command(tmp_path):
+    path = _sweep(tmp_path)
+    listing = subprocess.run([sys.executable, str(REPO / "tools" / "sweep.py"), "list",
+                              str(path)], capture_output=True, text=True, check=True).stdout
+    assert listing.split() == ["0", "h32-vanilla-k0-lam0-seed3", "pending",
+                               "1", "h32-ponderlm3-k2-lam0-seed3", "pending"]
+    dry = subprocess.run([sys.executable, str(REPO / "tools" / "sweep.py"), "run", str(path),
+                          "--submit", "--dry-run"], capture_output=True, text=True, check=True)
+    assert dry.stdout.strip() == f"sbatch --array=0-1 slurm/sweep.sbatch {path}"
+    assert submit_command("s.yaml", 28) == ["sbatch", "--array=0-27", "slurm/sweep.sbatch",
+                                            "s.yaml"]
+
+
+def test_cli_reports_bad_file_with_exit_code_2(tmp_path):
+    path = _sweep(tmp_path, seeds="one")
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "sweep.py"), "run", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"error: {path}: seeds" in result.stderr
