@@ -1,0 +1,134 @@
+"""Evaluate a trained sweep run into its record: validation loss of the training-style
+forward, then hard-masked scoring (the inference engine's rule) at every tau, with the
+inference FLOPs of the slots that rule keeps, and the training FLOPs of the whole run."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from megatron_ponder.config import Config, config_to_dict
+from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token, training_flops
+from megatron_ponder.ponder.registry import USES_JACOBI
+from megatron_ponder.sweeps.records import SCHEMA
+from megatron_ponder.sweeps.spec import ADAPTIVE, RunSpec, Sweep
+
+
+def run_training_flops(model, cfg: Config) -> float:
+    """FLOPs of every training step the run took: J of step s is drawn from (seed, s) as
+    in training, and the passes a J implies are read off the model on a 2-token input."""
+    p, t = cfg.ponder, cfg.train
+    shape = DecoderShape.of(cfg.model)
+    passes_for_jacobi: dict[int, list[int]] = {}
+    total = 0.0
+    was_training = model.training
+    model.train()
+    probe = torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device)
+    with torch.no_grad():
+        for step in range(t.steps):
+            jacobi = model.jacobi_for_step(step) if p.method in USES_JACOBI else 0
+            if jacobi not in passes_for_jacobi:
+                passes_for_jacobi[jacobi] = model(probe, step=step).pass_slots
+            total += t.global_batch_size * training_flops(
+                shape, p.method, p.k, passes_for_jacobi[jacobi], cfg.data.seq_length, p.grad_passes)
+    model.train(was_training)
+    return float(total)
+
+
+def _validation_batches(cfg: Config, batches: int, micro_batch_size: int, data_seed: int,
+                        cache_dir) -> list[dict]:
+    from megatron_ponder.data.batches import batch_for_step
+    from megatron_ponder.data.datasets import build_datasets
+    from megatron_ponder.data.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(cfg.data.tokenizer)
+    # One data seed for every run: all runs are scored on the same validation tokens.
+    _, valid, _ = build_datasets(
+        cfg.data, vocab_size=tokenizer.vocab_size, eod_id=tokenizer.eod_id, seed=data_seed,
+        num_samples=(1, batches * micro_batch_size, 0), cache_dir=str(cache_dir))
+    if valid is None:
+        raise ValueError(f"data.split={cfg.data.split!r} leaves no validation documents")
+    return [b for i in range(batches)
+            for b in batch_for_step(valid, i, micro_batch_size, micro_batch_size)]
+
+
+def hard_scores(model, cfg: Config, batches: list[dict], tau: float | None, vanilla: float,
+                expected_steps: float) -> dict:
+    """One inference entry: hard-masked loss/ppl at tau, FLOPs and steps per token."""
+    from megatron_ponder.inference.scoring import score_hard
+
+    nll = tokens = 0.0
+    kept = []
+    for batch in batches:
+        score = score_hard(model, batch["tokens"], batch["labels"], batch["loss_mask"], tau=tau)
+        nll += score.nll_sum
+        tokens += score.num_tokens
+        if score.kept_steps is not None:
+            kept.append(score.kept_steps.cpu())
+    p = cfg.ponder
+    kept_steps = torch.cat(kept) if kept else None
+    flops = inference_flops_per_token(DecoderShape.of(cfg.model), p.method, p.k,
+                                      cfg.data.seq_length, kept_steps)
+    loss = nll / tokens
+    return {
+        "tau": tau, "loss": loss, "ppl": math.exp(loss), "flops_per_token": flops,
+        "flops_vs_vanilla": flops / vanilla, "expected_steps": expected_steps,
+        "executed_steps": (float(kept_steps.float().mean()) if kept_steps is not None
+                           else _fixed_steps(p.method, p.k)),
+    }
+
+
+def _fixed_steps(method: str, k: int) -> float:
+    return 0.0 if method == "vanilla" else float(k)
+
+
+def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
+    from megatron_ponder.model import build_model
+    from megatron_ponder.parallel import initialize_parallel
+    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.training.evaluate import evaluate
+    from megatron_ponder.training.optim import build_optimizer, build_scheduler
+
+    cfg = run.config
+    initialize_parallel(cfg)
+    model = build_model(cfg)
+    optimizer = build_optimizer(model, cfg.train)
+    checkpointer = Checkpointer(sweep.run_dir(run) / "checkpoints", cfg.train.keep_checkpoints)
+    step = checkpointer.latest_step()
+    if step != cfg.train.steps:
+        raise ValueError(f"{run.run_id}: the newest checkpoint is at step {step}, not "
+                         f"train.steps={cfg.train.steps}: train it first")
+    checkpointer.load(step, model, optimizer, build_scheduler(optimizer, cfg.train))
+    model.eval()
+    e = sweep.eval
+    batches = _validation_batches(cfg, e.batches, e.micro_batch_size, e.data_seed,
+                                  sweep.run_dir(run) / "eval_data_cache")
+    soft = evaluate(model, batches, torch.device("cpu"), contextlib.nullcontext)
+    shape = DecoderShape.of(cfg.model)
+    vanilla = inference_flops_per_token(shape, "vanilla", 0, cfg.data.seq_length)
+    p = cfg.ponder
+    expected = soft["expected_steps"] if p.method == ADAPTIVE else _fixed_steps(p.method, p.k)
+    taus = e.taus if p.method == ADAPTIVE else (None,)
+    inference = []
+    with torch.no_grad():
+        for tau in taus:
+            entry = hard_scores(model, cfg, batches, tau, vanilla, expected)
+            inference.append(entry)
+            progress(f"  tau {tau if tau is not None else '-':>6}: ppl {entry['ppl']:.3f}, "
+                     f"{entry['flops_vs_vanilla']:.3f}x vanilla FLOPs, "
+                     f"{entry['executed_steps']:.3f} latent steps/token")
+    tokens = sum(int(b["loss_mask"].sum()) for b in batches)
+    return {
+        "schema": SCHEMA, "sweep": sweep.name, "run_id": run.run_id, "point": dict(run.point),
+        "config": config_to_dict(cfg),
+        "parameters": sum(p_.numel() for p_ in model.parameters()),
+        "non_embedding_parameters": shape.non_embedding_params,
+        "training": {"steps": cfg.train.steps,
+                     "tokens": cfg.train.steps * cfg.train.global_batch_size * cfg.data.seq_length,
+                     "flops": run_training_flops(model, cfg)},
+        "validation": {"loss": soft["loss"], "ppl": math.exp(soft["loss"]), "tokens": tokens},
+        "vanilla_flops_per_token": vanilla,
+        "inference": inference,
+    }

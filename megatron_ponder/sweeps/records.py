@@ -1,0 +1,139 @@
+"""One JSON record per finished run: what was trained, what it cost, how well it scores.
+
+    {"schema": 1, "sweep": str, "run_id": str,
+     "point": {"size", "method", "k", "lambda", "seed"},
+     "config": {...the full training config...},
+     "parameters": int, "non_embedding_parameters": int,
+     "training": {"steps": int, "tokens": int, "flops": float},
+     "validation": {"loss": float, "ppl": float, "tokens": int},   # the training-style forward
+     "vanilla_flops_per_token": float,     # a vanilla model of the same size and length
+     "inference": [                        # one entry per tau (ponderlm3) or one with tau null
+        {"tau", "loss", "ppl", "flops_per_token", "flops_vs_vanilla",
+         "expected_steps", "executed_steps"}]}
+
+Steps are latent steps per token (slots beyond the token's own): expected = sum_{k>=1}
+w_k of the router, executed = what the hard rule kept; K for the fixed-step methods.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+POINT_KEYS = ("size", "method", "k", "lambda", "seed")
+TRAINING_KEYS = ("steps", "tokens", "flops")
+VALIDATION_KEYS = ("loss", "ppl", "tokens")
+INFERENCE_KEYS = ("tau", "loss", "ppl", "flops_per_token", "flops_vs_vanilla",
+                  "expected_steps", "executed_steps")
+
+
+class RecordError(ValueError):
+    """A record is malformed or inconsistent; the message names the file and the field."""
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Validate, then write atomically (tmp + os.replace): a reader never sees half a file."""
+    check_record(record, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _number(source: str, field: str, value: Any, *, positive: bool = False,
+            nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"{source}: {field}={value!r} must be a finite number")
+    if positive and value <= 0:
+        raise RecordError(f"{source}: {field}={value!r} must be > 0")
+
+
+def _section(source: str, record: dict, name: str, keys: tuple[str, ...]) -> dict:
+    section = record.get(name)
+    if not isinstance(section, dict):
+        raise RecordError(f"{source}: {name} is missing or not a mapping")
+    missing = [k for k in keys if k not in section]
+    if missing:
+        raise RecordError(f"{source}: {name}.{missing[0]} is missing")
+    return section
+
+
+def check_record(record: Any, source: str) -> dict:
+    """Raise RecordError naming `source` and the field unless `record` follows the schema
+    and is consistent with itself (ppl = exp(loss), FLOPs ratio, steps within 0..K)."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{source}: a record must be a JSON object")
+    if record.get("schema") != SCHEMA:
+        raise RecordError(f"{source}: schema={record.get('schema')!r}, expected {SCHEMA}")
+    for key in ("sweep", "run_id"):
+        if not isinstance(record.get(key), str):
+            raise RecordError(f"{source}: {key} is missing or not a string")
+    point = _section(source, record, "point", POINT_KEYS)
+    k = point["k"]
+    if not isinstance(k, int) or k < 0:
+        raise RecordError(f"{source}: point.k={k!r} must be an integer >= 0")
+    if not isinstance(record.get("config"), dict):
+        raise RecordError(f"{source}: config is missing or not a mapping")
+    for key in ("parameters", "non_embedding_parameters"):
+        _number(source, key, record.get(key), positive=True)
+    for key in TRAINING_KEYS:
+        _number(source, f"training.{key}", _section(source, record, "training", TRAINING_KEYS)[key],
+                positive=True)
+    validation = _section(source, record, "validation", VALIDATION_KEYS)
+    _check_loss_ppl(source, "validation", validation)
+    _number(source, "vanilla_flops_per_token", record.get("vanilla_flops_per_token"), positive=True)
+    entries = record.get("inference")
+    if not isinstance(entries, list) or not entries:
+        raise RecordError(f"{source}: inference must be a non-empty list (one entry per tau)")
+    for i, entry in enumerate(entries):
+        where = f"inference[{i}]"
+        if not isinstance(entry, dict):
+            raise RecordError(f"{source}: {where} must be a mapping")
+        missing = [key for key in INFERENCE_KEYS if key not in entry]
+        if missing:
+            raise RecordError(f"{source}: {where}.{missing[0]} is missing")
+        _number(source, f"{where}.tau", entry["tau"], positive=True, nullable=True)
+        _check_loss_ppl(source, where, entry)
+        _number(source, f"{where}.flops_per_token", entry["flops_per_token"], positive=True)
+        ratio = entry["flops_per_token"] / record["vanilla_flops_per_token"]
+        if not math.isclose(entry["flops_vs_vanilla"], ratio, rel_tol=1e-6):
+            raise RecordError(f"{source}: {where}.flops_vs_vanilla={entry['flops_vs_vanilla']!r} "
+                              f"!= flops_per_token / vanilla_flops_per_token = {ratio!r}")
+        for key in ("expected_steps", "executed_steps"):
+            _number(source, f"{where}.{key}", entry[key])
+            if not -1e-6 <= entry[key] <= k + 1e-6:
+                raise RecordError(f"{source}: {where}.{key}={entry[key]!r} must lie in "
+                                  f"[0, point.k={k}]")
+    return record
+
+
+def _check_loss_ppl(source: str, where: str, section: dict) -> None:
+    _number(source, f"{where}.loss", section["loss"])
+    _number(source, f"{where}.ppl", section["ppl"], positive=True)
+    if not math.isclose(section["ppl"], math.exp(section["loss"]), rel_tol=1e-6):
+        raise RecordError(f"{source}: {where}.ppl={section['ppl']!r} != exp({where}.loss) = "
+                          f"{math.exp(section['loss'])!r}")
+
+
+def load_records(directory: Path) -> list[dict]:
+    """Every *.json record under `directory`, checked; RecordError names the bad file."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RecordError(f"{directory}: no such records directory")
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise RecordError(f"{path}: not valid JSON ({err})") from None
+        records.append(check_record(data, str(path)))
+        records[-1]["_source"] = str(path)
+    if not records:
+        raise RecordError(f"{directory}: holds no *.json records")
+    return records
