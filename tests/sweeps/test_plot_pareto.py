@@ -1,0 +1,104 @@
+"""The plotting tool on a fixture of records: valid PNG/SVG, the frontier, the fit, and
+refusal of records that cannot be compared."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from sweep_files import fake_record, fixture_records, modified
+
+from megatron_ponder.sweeps.pareto import aggregate, fit_scaling_law, pareto_frontier
+from megatron_ponder.sweeps.records import RecordError, check_record
+
+REPO = Path(__file__).resolve().parents[2]
+PLOT = [sys.executable, str(REPO / "tools" / "plot_pareto.py")]
+
+
+def _write(directory: Path, records: list[dict]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        (directory / f"{record['run_id']}.json").write_text(json.dumps(record))
+    return directory
+
+
+def test_plot_tool_writes_valid_png_svg_table_and_fit(tmp_path):
+    records = _write(tmp_path / "records", fixture_records())
+    result = subprocess.run(PLOT + [str(records), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "read 14 records" in result.stdout
+    for stem in ("pareto", "scaling"):
+        png = tmp_path / "out" / f"{stem}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] > 300 and image.shape[1] > 300
+        root = ET.parse(tmp_path / "out" / f"{stem}.svg").getroot()
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    table = (tmp_path / "out" / "table.md").read_text()
+    # vanilla s2 at seeds 1, 2: loss 3.5 -+ 0.01 -> ppl mean and half range
+    ppl = [math.exp(3.49), math.exp(3.51)]
+    assert (f"| s2 | vanilla | 0 | 0 | - | {sum(ppl) / 2:.2f} +- {(ppl[1] - ppl[0]) / 2:.2f} |"
+            in table)
+    assert len(table.splitlines()) == 2 + 4 + 2 + 3  # header + vanilla, ponderlm2, ponderlm3
+    (fit,) = json.loads((tmp_path / "out" / "scaling_fit.json").read_text())
+    # The fixture is L = 2 + 3 (N / 1e4)^-0.5 with +-0.01 seed offsets that cancel per size.
+    assert fit["e"] == pytest.approx(2.0, abs=1e-3)
+    assert fit["alpha"] == pytest.approx(0.5, abs=1e-3)
+    assert fit["x_scale"] == 5_000 and fit["a"] == pytest.approx(3.0, rel=1e-3)  # x = N / 2
+    assert max(abs(r) for r in fit["residuals"]) == pytest.approx(0.01, abs=1e-3)
+
+
+def test_frontier_keeps_only_undominated_points():
+    points = aggregate(fixture_records())
+    frontier = pareto_frontier(points)
+    for point in points:
+        dominated = any(f.flops_per_token <= point.flops_per_token and f.ppl < point.ppl
+                        for f in frontier)
+        assert dominated or point in frontier
+    assert [p.flops_per_token for p in frontier] == sorted(p.flops_per_token for p in frontier)
+    assert all(a.ppl > b.ppl for a, b in zip(frontier, frontier[1:]))
+
+
+def test_fit_needs_three_sizes():
+    records = [r for r in fixture_records() if r["point"]["size"] in ("s1", "s2")]
+    assert fit_scaling_law(records) == []
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(validation__ppl=99.0), "validation.ppl"),
+    (dict(inference__0__flops_vs_vanilla=3.0), "inference[0].flops_vs_vanilla"),
+    (dict(inference__0__executed_steps=7.0), "inference[0].executed_steps"),
+    (dict(training__tokens=5), "training.tokens"),
+    (dict(sweep="other"), "sweep="),
+    (dict(schema=2), "schema"),
+])
+def test_plot_tool_refuses_inconsistent_records(tmp_path, change, field):
+    records = fixture_records()
+    records[3] = modified(records[3], **change)
+    directory = _write(tmp_path / "records", records)
+    result = subprocess.run(PLOT + [str(directory), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {directory / records[3]['run_id']}.json")
+    assert field in result.stderr
+    assert not (tmp_path / "out" / "pareto.png").exists()
+
+
+def test_seeds_with_different_taus_and_repeated_runs_are_refused():
+    records = fixture_records()
+    ponderlm3 = [i for i, r in enumerate(records) if r["point"]["method"] == "ponderlm3"]
+    records[ponderlm3[1]] = fake_record("s2", "ponderlm3", 2, 0.0, 2, 3.0, 240_000.0, 40_100,
+                                        taus=(1e-4, 0.2, 0.5))
+    with pytest.raises(RecordError, match=r"inference\[\]\.tau"):
+        aggregate(records)
+    with pytest.raises(RecordError, match="repeats"):
+        aggregate(fixture_records() + [fixture_records()[0]])
+    with pytest.raises(RecordError, match="ppl"):
+        check_record(modified(fixture_records()[0], validation__ppl=1.0), "r.json")
