@@ -19,7 +19,9 @@ from megatron_ponder.config import load_config
 from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token, training_flops
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-ALL_RECIPES = sorted(RECIPES_DIR.rglob("*.yaml"))
+# recipes/sweeps/ holds sweep files (a grid of recipes): tests/sweeps/test_sweep_spec.py.
+ALL_RECIPES = sorted(p for p in RECIPES_DIR.rglob("*.yaml")
+                     if p.relative_to(RECIPES_DIR).parts[0] != "sweeps")
 SIZES = ("125m", "410m", "1.4b")
 METHODS = ("vanilla", "ponderlm2", "ponderlm3")
 PAPER = [(size, method) for size in SIZES for method in METHODS]

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|full scope).*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="megatron")
+    # torch.distributed.checkpoint's notices about its own API, raised inside megatron's loader.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="megatron")
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no torch
     from megatron_ponder.config import ConfigError
     from megatron_ponder.sweeps import runner
@@ -66,18 +68,21 @@ def main(argv: list[str] | None = None) -> int:
             for run in sweep.runs:
                 print(f"{run.index:4d}  {run.run_id:<40s}  {runner.status(sweep, run)}")
             return 0
-        if args.submit:
-            command = runner.submit_command(args.sweep, len(sweep.runs), args.sbatch_script)
-            print(shlex.join(command))
-            return 0 if args.dry_run else subprocess.call(command)
         bad = [i for i in args.index or [] if not 0 <= i < len(sweep.runs)]
         if bad:
             raise SweepError(f"--index {bad[0]} is out of range: {args.sweep} has "
                              f"{len(sweep.runs)} configurations (0-{len(sweep.runs) - 1})")
-        if sweep.prepare is not None:
+        if args.submit:
+            command = runner.submit_command(args.sweep, len(sweep.runs), args.sbatch_script)
+            print(shlex.join(command))
+            if args.dry_run:
+                return 0
+        if sweep.prepare is not None:  # before submitting: array tasks then find the data
             from megatron_ponder.sweeps.prepare import prepare_data
 
             prepare_data(sweep.prepare, sweep.runs[0].config)
+        if args.submit:
+            return subprocess.call(command)
         indices = args.index if args.index is not None else list(range(len(sweep.runs)))
         runner.run_sweep(sweep, indices, threads=args.threads, train_only=args.train_only)
         return 0

@@ -13,7 +13,7 @@ from megatron_ponder.config import Config, config_to_dict
 from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token, training_flops
 from megatron_ponder.ponder.registry import USES_JACOBI
 from megatron_ponder.sweeps.records import SCHEMA
-from megatron_ponder.sweeps.spec import ADAPTIVE, RunSpec, Sweep
+from megatron_ponder.sweeps.spec import ADAPTIVE, RunSpec, Sweep, SweepError
 
 
 def run_training_flops(model, cfg: Config) -> float:
@@ -49,7 +49,8 @@ def _validation_batches(cfg: Config, batches: int, micro_batch_size: int, data_s
         cfg.data, vocab_size=tokenizer.vocab_size, eod_id=tokenizer.eod_id, seed=data_seed,
         num_samples=(1, batches * micro_batch_size, 0), cache_dir=str(cache_dir))
     if valid is None:
-        raise ValueError(f"data.split={cfg.data.split!r} leaves no validation documents")
+        raise SweepError(f"base.data.split={cfg.data.split!r} leaves no validation documents "
+                         "for the evaluation phase")
     return [b for i in range(batches)
             for b in batch_for_step(valid, i, micro_batch_size, micro_batch_size)]
 
@@ -98,7 +99,7 @@ def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
     checkpointer = Checkpointer(sweep.run_dir(run) / "checkpoints", cfg.train.keep_checkpoints)
     step = checkpointer.latest_step()
     if step != cfg.train.steps:
-        raise ValueError(f"{run.run_id}: the newest checkpoint is at step {step}, not "
+        raise SweepError(f"{run.run_id}: the newest checkpoint is at step {step}, not "
                          f"train.steps={cfg.train.steps}: train it first")
     checkpointer.load(step, model, optimizer, build_scheduler(optimizer, cfg.train))
     model.eval()

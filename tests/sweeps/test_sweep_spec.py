@@ -61,6 +61,13 @@ def test_malformed_sweep_names_file_and_field(tmp_path, changes, field):
     assert str(path) in str(err.value) and field in str(err.value)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_sweep_files_load(path):
+    sweep = load_sweep(path)  # every run's training config is built and validated
+    assert len({run.run_id for run in sweep.runs}) == len(sweep.runs) > 0
+
+
 def test_cli_list_and_submit_command(tmp_path):
     path = _sweep(tmp_path)
     listing = subprocess.run([sys.executable, str(REPO / "tools" / "sweep.py"), "list",
