@@ -5,6 +5,8 @@ its checkpoint (the trainer resumes by itself)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -32,8 +34,35 @@ def trained_steps(sweep: Sweep, run: RunSpec) -> int:
     return step or 0
 
 
+@contextlib.contextmanager
+def run_lock(sweep: Sweep, run: RunSpec):
+    """Yield True while this process holds the run's lock, False if another process does:
+    two workers on one sweep (or overlapping array tasks) never train the same run."""
+    path = sweep.run_dir(run) / ".sweep.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def status(sweep: Sweep, run: RunSpec) -> str:
-    """done (record written) / trained (final checkpoint, no record) / partial / pending."""
+    """done (record written) / running (another process holds it) / trained (final
+    checkpoint, no record) / partial / pending."""
+    if not sweep.record_path(run).is_file() and sweep.run_dir(run).is_dir():
+        with run_lock(sweep, run) as mine:
+            if not mine:
+                return "running"
+    return _progress(sweep, run)
+
+
+def _progress(sweep: Sweep, run: RunSpec) -> str:
     if sweep.record_path(run).is_file():
         return "done"
     step = trained_steps(sweep, run)
@@ -69,8 +98,15 @@ def train(sweep: Sweep, run: RunSpec, threads: int | None) -> None:
 
 def run_one(sweep: Sweep, run: RunSpec, *, threads: int | None = None,
             train_only: bool = False) -> str:
-    """Bring one run as far as asked; return what was done."""
-    state = status(sweep, run)
+    """Bring one run as far as asked (unless another process holds it); return what was done."""
+    with run_lock(sweep, run) as mine:
+        if not mine:
+            return "skipped (another process is working on it)"
+        return _run_locked(sweep, run, threads, train_only)
+
+
+def _run_locked(sweep: Sweep, run: RunSpec, threads: int | None, train_only: bool) -> str:
+    state = _progress(sweep, run)
     if state == "done":
         return "skipped (record exists)"
     if state != "trained":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sweep_files import sweep_dict, write_sweep
 
-from megatron_ponder.sweeps.runner import submit_command
+from megatron_ponder.sweeps.runner import run_one, status, submit_command
 from megatron_ponder.sweeps.spec import SweepError, load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,3 +87,24 @@ def test_cli_reports_bad_file_with_exit_code_2(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert f"error: {path}: seeds" in result.stderr
+
+
+def test_a_run_held_by_another_worker_is_skipped_not_trained(tmp_path):
+    sweep = load_sweep(_sweep(tmp_path))
+    run = sweep.runs[0]
+    lock = sweep.run_dir(run) / ".sweep.lock"
+    lock.parent.mkdir(parents=True)
+    # Another process holds the run: flock is per open file, so a child holds it for real.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(60)"), str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert status(sweep, run) == "running"
+        assert run_one(sweep, run) == "skipped (another process is working on it)"
+        assert not (sweep.run_dir(run) / "recipe.yaml").exists()  # nothing was started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status(sweep, run) == "pending"
