@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     written = plot_pareto(points, out, f"{title}: perplexity vs inference FLOPs")
     frontier = pareto_frontier(points)
     print(f"{len(points)} configuration x tau points; Pareto frontier: "
-          + ", ".join(f"{p.series}@{p.size}" + (f" tau {p.tau:g}" if p.tau else "")
-                      for p in frontier))
+          + "; ".join(p.label for p in frontier))
     table = markdown_table(points)
     _write(out / "table.md", table)
     written.append(out / "table.md")

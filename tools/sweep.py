@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train + evaluate configurations (or submit them)")
     run.add_argument("sweep", help="sweep YAML file")
     run.add_argument("--index", type=int, action="append",
-                     help="run only this configuration (repeatable); default: all, in order")
+                     help="run only this configuration (repeatable, run in the order given); "
+                          "default: all, in order")
     run.add_argument("--submit", action="store_true",
                      help="submit the whole sweep as `sbatch --array=0-(N-1) SBATCH SWEEP`")
     run.add_argument("--sbatch-script", default="slurm/sweep.sbatch",
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--train-only", action="store_true",
                      help="train every selected run, write no records (evaluate later)")
     run.add_argument("--threads", type=int, default=None,
-                     help="torch threads of each training process (OMP_NUM_THREADS)")
+                     help="torch threads of training (OMP_NUM_THREADS) and evaluation")
     return parser
 
 
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             prepare_data(sweep.prepare, sweep.runs[0].config)
         if args.submit:
             return subprocess.call(command)
+        if args.threads:  # the evaluation phase runs in this process
+            import torch
+
+            torch.set_num_threads(args.threads)
         indices = args.index if args.index is not None else list(range(len(sweep.runs)))
         runner.run_sweep(sweep, indices, threads=args.threads, train_only=args.train_only)
         return 0

@@ -35,6 +35,12 @@ class Point:
     parameters: int
 
     @property
+    def label(self) -> str:
+        tau = "" if self.tau is None else f" tau {self.tau:g}"
+        lam = f" lambda {self.lam:g}" if self.method == "ponderlm3" else ""
+        return f"{self.size} {self.method} K{self.k}{lam}{tau}"
+
+    @property
     def series(self) -> str:
         if self.method == "ponderlm3":
             return f"ponderlm3 K{self.k} lambda {self.lam:g}"
