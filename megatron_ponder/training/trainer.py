@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import yaml
 from megatron.core import parallel_state
 
@@ -57,6 +58,18 @@ def _model_fields_differ(saved: dict, current: dict) -> list[str]:
     keys = set(saved) | set(current)
     return [f"model.{k}: checkpoint {saved.get(k)!r}, recipe {current.get(k)!r}"
             for k in sorted(keys) if saved.get(k) != current.get(k)]
+
+
+def agree_on_stop(reason: str | None, device: torch.device) -> str | None:
+    """The stop decision of every rank together: a signal or the wall-time limit can reach
+    the ranks a step apart, and the save that follows is collective, so all stop if any does."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return reason
+    flag = torch.tensor([reason is not None], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and reason is None:
+        return "another rank is stopping"
+    return reason
 
 
 class Trainer:
@@ -217,7 +230,7 @@ class Trainer:
         first_step = self.state.step
         try:
             while self.state.step < t.steps:
-                reason = self.stop.check(step_s + self.last_save_s)
+                reason = agree_on_stop(self.stop.check(step_s + self.last_save_s), self.device)
                 if reason:
                     return self._stop(reason)
                 tic = time.perf_counter()
