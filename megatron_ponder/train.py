@@ -45,5 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     return trainer.train()
 
 
+def run() -> int:
+    """main(), and the exit code recorded for a batch launcher when it asks for it
+    (torchrun reports a child's code 3 as its own 1; see megatron_ponder/launch)."""
+    from megatron_ponder.launch.exit_codes import record_exit_code
+
+    code = 1  # an exception escaping main
+    try:
+        code = main()
+    except SystemExit as err:  # argparse's usage errors
+        code = err.code if isinstance(err.code, int) else 1
+        raise
+    finally:
+        record_exit_code(code)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

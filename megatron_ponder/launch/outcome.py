@@ -1,0 +1,35 @@
+"""What one attempt of a batch job amounts to, from the launcher's exit status, the ranks'
+recorded exit codes and whether the batch script was asked to stop (SIGUSR1)."""
+
+from __future__ import annotations
+
+from megatron_ponder.training.signals import EXIT_REQUEUE
+
+EXIT_BAD_INPUT = 2
+
+COMPLETED = "completed"
+REQUEUE = "requeue"
+BAD_INPUT = "bad-input"
+FAILED = "failed"
+
+
+def decide(launcher_rc: int, codes: dict[int, int], stop_requested: bool) -> str:
+    """codes: rank -> exit code, for the ranks that recorded one.
+
+    - completed: the launcher succeeded (every rank exited 0).
+    - bad-input: a rank refused its recipe, data or checkpoint; running again cannot help.
+    - requeue: a rank stopped after a (collective, hence complete) checkpoint, or the script
+      was asked to stop, and no rank crashed or finished. A rank without a code was ended by
+      the stop (for example signalled before its handlers existed): it had nothing unsaved
+      beyond the newest complete checkpoint, which the next attempt resumes.
+    - failed: anything else (a crash, a kill, a rank that finished while another did not).
+    """
+    if launcher_rc == 0:
+        return COMPLETED
+    values = set(codes.values())
+    if EXIT_BAD_INPUT in values:
+        return BAD_INPUT
+    if values <= {EXIT_REQUEUE} and (EXIT_REQUEUE in values or stop_requested):
+        return REQUEUE
+    return FAILED
+

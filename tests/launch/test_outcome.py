@@ -1,0 +1,24 @@
+"""How a batch script reads one attempt: torchrun's own exit code is 1 for a crash and for a
+stop alike, so the ranks' recorded codes and the script's stop flag decide."""
+
+import pytest
+
+from megatron_ponder.launch.outcome import BAD_INPUT, COMPLETED, FAILED, REQUEUE, decide
+
+
+@pytest.mark.parametrize("launcher_rc, codes, stop_requested, expected", [
+    (0, {0: 0, 1: 0}, False, COMPLETED),
+    (0, {0: 0, 1: 0}, True, COMPLETED),          # the stop came after the last step
+    (1, {0: 3, 1: 3}, False, REQUEUE),           # a trainer stop (wall time, exit_interval)
+    (1, {0: 3, 1: 3}, True, REQUEUE),            # the forwarded SIGUSR1
+    (1, {0: 3}, False, REQUEUE),                 # rank 1 ended by srun after the collective save
+    (1, {}, True, REQUEUE),                      # signalled before the handlers existed
+    (1, {}, False, FAILED),                      # killed (OOM, segfault): nothing recorded
+    (1, {0: 1, 1: 3}, True, FAILED),             # a crash is not hidden by a stop
+    (1, {0: 0, 1: 3}, False, FAILED),            # one rank finished, the other did not
+    (1, {0: 2, 1: 2}, False, BAD_INPUT),
+    (1, {0: 2, 1: 3}, True, BAD_INPUT),
+    (137, {}, False, FAILED),
+])
+def test_decide(launcher_rc, codes, stop_requested, expected):
+    assert decide(launcher_rc, codes, stop_requested) == expected
