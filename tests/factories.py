@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from megatron_ponder.config import Config, config_from_dict
 
 
@@ -16,3 +18,17 @@ def tiny_config(method: str = "ponderlm3", k: int = 2, overrides: list[str] = ()
         "seed": 7,
     }
     return config_from_dict(base, list(overrides))
+
+
+def tiny_data_files(root: Path) -> dict:
+    """The first ~300 KB of the embedded corpus, a 512-piece tokenizer, one .bin/.idx:
+    {"tokenizer": path, "prefix": path prefix}."""
+    from megatron_ponder.data.corpus import write_default_corpus
+    from megatron_ponder.data.indexed import preprocess
+    from megatron_ponder.data.tokenizer import Tokenizer, train_tokenizer
+
+    corpus = write_default_corpus(root / "corpus.jsonl", max_bytes=300_000, quiet=True)
+    model = train_tokenizer([corpus], root / "tokenizer", vocab_size=512)
+    prefix = root / "corpus_text_document"
+    preprocess([corpus], Tokenizer.load(model), prefix, progress=False)
+    return {"tokenizer": str(model), "prefix": str(prefix)}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from factories import tiny_data_files
 from megatron_ponder.config import config_from_dict
 from tiny_runs import run_dict
 
@@ -14,16 +15,7 @@ from tiny_runs import run_dict
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict:
     """The first ~300 KB of the embedded corpus, a 512-piece tokenizer, one .bin/.idx."""
-    from megatron_ponder.data.corpus import write_default_corpus
-    from megatron_ponder.data.indexed import preprocess
-    from megatron_ponder.data.tokenizer import Tokenizer, train_tokenizer
-
-    root = tmp_path_factory.mktemp("tiny_data")
-    corpus = write_default_corpus(root / "corpus.jsonl", max_bytes=300_000, quiet=True)
-    model = train_tokenizer([corpus], root / "tokenizer", vocab_size=512)
-    prefix = root / "corpus_text_document"
-    preprocess([corpus], Tokenizer.load(model), prefix, progress=False)
-    return {"tokenizer": str(model), "prefix": str(prefix)}
+    return tiny_data_files(tmp_path_factory.mktemp("tiny_data"))
 
 
 @pytest.fixture
