@@ -24,7 +24,7 @@ CPUS=${SLURM_CI_CPUS:-2}
 MEM=${SLURM_CI_MEM_MB:-8000}
 export SLURM_CONF=$D/slurm.conf
 
-alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+alive() { [ -r "/proc/$1/status" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$1/status"; }
 stop_pid() {  # stop_pid PIDFILE: TERM, up to 10 s, then KILL
   local f=$1 pid
   [ -s "$f" ] || return 0
