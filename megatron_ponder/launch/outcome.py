@@ -14,7 +14,9 @@ FAILED = "failed"
 
 
 def decide(launcher_rc: int, codes: dict[int, int], stop_requested: bool) -> str:
-    """codes: rank -> exit code, for the ranks that recorded one.
+    """codes: rank -> exit code, for the ranks that recorded one. The launcher's own code
+    counts where it is one of the trainer's (2, 3): torchrun turns those into 1, a plain
+    process (the sweep tool) passes them through.
 
     - completed: the launcher succeeded (every rank exited 0).
     - bad-input: a rank refused its recipe, data or checkpoint; running again cannot help.
@@ -27,8 +29,10 @@ def decide(launcher_rc: int, codes: dict[int, int], stop_requested: bool) -> str
     if launcher_rc == 0:
         return COMPLETED
     values = set(codes.values())
-    if EXIT_BAD_INPUT in values:
+    if EXIT_BAD_INPUT in values or launcher_rc == EXIT_BAD_INPUT:
         return BAD_INPUT
+    if launcher_rc == EXIT_REQUEUE:  # a launcher that passes the trainer's code through
+        values.add(EXIT_REQUEUE)
     if values <= {EXIT_REQUEUE} and (EXIT_REQUEUE in values or stop_requested):
         return REQUEUE
     return FAILED

@@ -19,6 +19,10 @@ from megatron_ponder.launch.outcome import BAD_INPUT, COMPLETED, FAILED, REQUEUE
     (1, {0: 2, 1: 2}, False, BAD_INPUT),
     (1, {0: 2, 1: 3}, True, BAD_INPUT),
     (137, {}, False, FAILED),
+    (2, {}, False, BAD_INPUT),                   # the sweep tool refused its sweep file
+    (3, {0: 3}, False, REQUEUE),                 # the sweep tool's training run stopped
+    (3, {}, True, REQUEUE),
+    (3, {0: 1}, False, FAILED),
 ])
 def test_decide(launcher_rc, codes, stop_requested, expected):
     assert decide(launcher_rc, codes, stop_requested) == expected
