@@ -58,14 +58,25 @@ def rank_records(output_dir: Path, job_id: str, attempt: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(slurm, slurm_data, tmp_path_factory):
+def pretrain_jobs(slurm, slurm_data, tmp_path_factory):
+    """The same recipe twice at once (each job takes 1 of the 2 CPUs of both nodes): one runs
+    undisturbed, the other gets Slurm's warning signal (--signal=B:USR1@...) by hand once
+    its training is under way."""
     tmp = tmp_path_factory.mktemp("pretrain")
-    job, output_dir = submit_pretrain(slurm, slurm_data, tmp, "uninterrupted")
-    return job, slurm.wait(job, JOB_TIMEOUT_S), output_dir
+    uninterrupted = submit_pretrain(slurm, slurm_data, tmp, "uninterrupted")
+    preempted, output_dir = submit_pretrain(slurm, slurm_data, tmp, "preempted")
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not (output_dir / "metrics.jsonl").exists() or 2 not in metrics(output_dir, "train"):
+        state = slurm.info(preempted)["JobState"]
+        assert time.monotonic() < deadline and state in ("PENDING", "RUNNING"), preempted.text()
+        time.sleep(0.2)
+    slurm.run("scancel", "--batch", "--signal=USR1", preempted.id)
+    return {"uninterrupted": uninterrupted, "preempted": (preempted, output_dir)}
 
 
-def test_two_node_job_completes_with_checkpoint_logs_and_both_ranks(uninterrupted):
-    job, info, output_dir = uninterrupted
+def test_two_node_job_completes_with_checkpoint_logs_and_both_ranks(slurm, pretrain_jobs):
+    job, output_dir = pretrain_jobs["uninterrupted"]
+    info = slurm.wait(job, JOB_TIMEOUT_S)
     log = job.text()
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "0"), log
     # Both ranks ran, one on each node, and finished (their own exit codes, past torchrun).
@@ -79,17 +90,8 @@ def test_two_node_job_completes_with_checkpoint_logs_and_both_ranks(uninterrupte
     assert f"step {STEPS:>6d}/{STEPS}" in log and "outcome: completed" in log
 
 
-def test_preempted_job_requeues_resumes_and_ends_with_the_same_loss(slurm, slurm_data, tmp_path,
-                                                                     uninterrupted):
-    _, _, reference_dir = uninterrupted
-    job, output_dir = submit_pretrain(slurm, slurm_data, tmp_path, "preempted")
-    # Slurm's warning signal (--signal=B:USR1@...) by hand, once training is under way.
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not (output_dir / "metrics.jsonl").exists() or 2 not in metrics(output_dir, "train"):
-        state = slurm.info(job)["JobState"]
-        assert time.monotonic() < deadline and state in ("PENDING", "RUNNING"), job.text()
-        time.sleep(0.2)
-    slurm.run("scancel", "--batch", "--signal=USR1", job.id)
+def test_preempted_job_requeues_resumes_and_ends_with_the_same_loss(slurm, pretrain_jobs):
+    job, output_dir = pretrain_jobs["preempted"]
     info = slurm.wait(job, JOB_TIMEOUT_S)
     log = job.text()
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), log
@@ -105,6 +107,8 @@ def test_preempted_job_requeues_resumes_and_ends_with_the_same_loss(slurm, slurm
     assert f"resumed from {output_dir}/checkpoints/step_{saved:07d} at step {saved}" in log
     assert [r["exit_code"] for r in rank_records(output_dir, job.id, 1)] == [0, 0]
 
+    reference_job, reference_dir = pretrain_jobs["uninterrupted"]
+    slurm.wait(reference_job, JOB_TIMEOUT_S)
     reference, resumed = metrics(reference_dir, "train"), metrics(output_dir, "train")
     assert sorted(resumed) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):
@@ -118,7 +122,12 @@ def test_signal_during_start_up_is_kept_and_never_completes(slurm, slurm_data, t
     with PONDER_MAX_RESTARTS=0 the job ends as stopped (exit 3), not as completed."""
     job, output_dir = submit_pretrain(slurm, slurm_data, tmp_path, "early",
                                       env={"PONDER_MAX_RESTARTS": "0"})
-    slurm.wait(job, JOB_TIMEOUT_S, until=lambda info: info["JobState"] == "RUNNING")
+    # After the script's first line (its traps are set), while it checks the job.
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while f"job {job.id} attempt 0 on" not in job.text():
+        state = slurm.info(job)["JobState"]
+        assert time.monotonic() < deadline and state in ("PENDING", "RUNNING"), job.text()
+        time.sleep(0.1)
     slurm.run("scancel", "--batch", "--signal=USR1", job.id)
     info = slurm.wait(job, JOB_TIMEOUT_S)
     log = job.text()
@@ -128,26 +137,29 @@ def test_signal_during_start_up_is_kept_and_never_completes(slurm, slurm_data, t
     assert not (output_dir / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("case", ["missing_recipe", "layout", "unwritable_output"])
-def test_wrong_use_fails_fast_with_the_reason_in_the_job_log(slurm, slurm_data, tmp_path, case):
+def test_wrong_use_fails_fast_with_the_reason_in_the_job_log(slurm, slurm_data, tmp_path):
+    """A missing recipe, 1 node x 1 process for tensor parallel 2, an output directory that
+    cannot be created: each job ends at once with exit code 2 and the reason, before srun."""
     overrides = tiny_overrides(slurm_data, tmp_path / "run")
-    recipe, nodes, expected = RECIPE, 2, None
-    if case == "missing_recipe":
-        recipe = "recipes/no_such_recipe.yaml"
-        expected = f"recipe file {recipe} does not exist"
-    elif case == "layout":  # 1 node x 1 process cannot hold tensor parallel 2
-        nodes, expected = 1, ("the job has 1 processes (1 node(s) x 1 per node), but "
-                              "parallel.tensor_model_parallel_size=2")
-    else:
-        overrides.append(f"train.output_dir={RECIPE}/run")  # below a file: cannot be created
-        expected = f"train.output_dir='{ROOT / RECIPE}/run' is not writable"
-    start = time.monotonic()
-    job = slurm.submit(SCRIPT, [recipe, *overrides], tmp_path / "job.log",
-                       sbatch=[f"--nodes={nodes}", f"--job-name={case}"])
-    info = slurm.wait(job, JOB_TIMEOUT_S)
-    log = job.text()
-    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0"), log
-    assert expected in log
-    assert "preflight failed (the error is above); nothing was started" in log
-    assert "srun" not in log and not (tmp_path / "run").exists()
-    print(f"{case}: failed after {time.monotonic() - start:.1f} s")
+    cases = {
+        "missing_recipe": (["recipes/no_such_recipe.yaml", *overrides], 2,
+                           "recipe file recipes/no_such_recipe.yaml does not exist"),
+        "layout": ([RECIPE, *overrides], 1,
+                   "the job has 1 processes (1 node(s) x 1 per node), but "
+                   "parallel.tensor_model_parallel_size=2 x parallel.pipeline_model_parallel_size"
+                   "=1 = 2 does not divide it"),
+        # below a file: cannot be created
+        "unwritable_output": ([RECIPE, *overrides, f"train.output_dir={RECIPE}/run"], 2,
+                              f"train.output_dir='{ROOT / RECIPE}/run' is not writable"),
+    }
+    jobs = {case: slurm.submit(SCRIPT, args, tmp_path / f"{case}.log",
+                               sbatch=[f"--nodes={nodes}", f"--job-name={case}"])
+            for case, (args, nodes, _) in cases.items()}
+    for case, job in jobs.items():
+        info = slurm.wait(job, JOB_TIMEOUT_S)
+        log = job.text()
+        assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0"), log
+        assert cases[case][2] in log, log
+        assert "preflight failed (the error is above); nothing was started" in log
+        assert "srun" not in log
+    assert not (tmp_path / "run").exists()
