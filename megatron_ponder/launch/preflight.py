@@ -8,23 +8,18 @@ import os
 from pathlib import Path
 
 from megatron_ponder.config import Config, ConfigError, load_config
+from megatron_ponder.parallel.layout import check_layout
 
 
-def model_parallel_size(cfg: Config) -> tuple[int, int]:
-    """(tensor, pipeline) sizes; recipes without a pipeline field have one stage."""
-    return (cfg.parallel.tensor_model_parallel_size,
-            getattr(cfg.parallel, "pipeline_model_parallel_size", 1))
-
-
-def check_layout(cfg: Config, nodes: int, procs_per_node: int) -> None:
-    tp, pp = model_parallel_size(cfg)
-    world = nodes * procs_per_node
-    if world % (tp * pp):
-        raise ConfigError(
-            f"the job has {world} processes ({nodes} node(s) x {procs_per_node} per node), but "
-            f"parallel.tensor_model_parallel_size={tp} x parallel.pipeline_model_parallel_size="
-            f"{pp} = {tp * pp} does not divide it: request a multiple of {tp * pp} processes "
-            f"(sbatch --nodes / --gpus-per-node, or PONDER_NPROC_PER_NODE) or change the layout")
+def check_job_layout(cfg: Config, nodes: int, procs_per_node: int) -> None:
+    """The trainer's own layout check (TP x PP divides the world, batch sizes fit the
+    data-parallel size), told this job's node and process counts."""
+    try:
+        check_layout(cfg, nodes * procs_per_node)
+    except ConfigError as err:
+        raise ConfigError(f"this job runs {nodes} node(s) x {procs_per_node} process(es) per "
+                          f"node (sbatch --nodes / --gpus-per-node, or PONDER_NPROC_PER_NODE): "
+                          f"{err}") from None
 
 
 def check_writable(output_dir: Path) -> None:
@@ -40,7 +35,7 @@ def check_writable(output_dir: Path) -> None:
 def preflight(recipe: str, overrides: list[str], nodes: int, procs_per_node: int) -> Path:
     """The run's absolute output directory, once every check has passed."""
     cfg = load_config(recipe, overrides)
-    check_layout(cfg, nodes, procs_per_node)
+    check_job_layout(cfg, nodes, procs_per_node)
     output_dir = Path(cfg.train.output_dir).resolve()
     check_writable(output_dir)
     return output_dir

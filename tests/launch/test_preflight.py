@@ -20,7 +20,7 @@ def recipe(tmp_path, tp=2) -> Path:
     return path
 
 
-@pytest.mark.parametrize("nodes, per_node", [(1, 2), (2, 1), (2, 4)])
+@pytest.mark.parametrize("nodes, per_node", [(1, 2), (2, 1), (2, 2)])
 def test_a_fitting_layout_returns_the_output_directory(tmp_path, nodes, per_node):
     assert preflight(str(recipe(tmp_path)), [], nodes, per_node) == (tmp_path / "run").resolve()
     assert (tmp_path / "run").is_dir() and list((tmp_path / "run").iterdir()) == []
@@ -28,11 +28,17 @@ def test_a_fitting_layout_returns_the_output_directory(tmp_path, nodes, per_node
 
 @pytest.mark.parametrize("nodes, per_node", [(1, 1), (3, 1), (1, 3)])
 def test_a_process_count_the_layout_does_not_divide_is_refused(tmp_path, nodes, per_node):
-    with pytest.raises(ConfigError, match=rf"the job has {nodes * per_node} processes \({nodes} "
-                       rf"node\(s\) x {per_node} per node\), but parallel.tensor_model_parallel_"
-                       r"size=2 x parallel.pipeline_model_parallel_size=1 = 2 does not divide it"):
+    with pytest.raises(ConfigError, match=rf"this job runs {nodes} node\(s\) x {per_node} "
+                       rf"process\(es\) per node .*: world size {nodes * per_node} .* is not "
+                       r"divisible by .* = 2 x 1 = 2"):
         preflight(str(recipe(tmp_path)), [], nodes, per_node)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_the_data_parallel_size_does_not_divide_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"this job runs 2 node\(s\) x 4 .*: "
+                       r"train.global_batch_size=8 is not a multiple of .* = 4 x 4 = 16"):
+        preflight(str(recipe(tmp_path)), ["train.micro_batch_size=4"], 2, 4)
 
 
 def test_an_unwritable_output_directory_is_named(tmp_path):
@@ -55,4 +61,4 @@ def test_the_command_line_prints_the_directory_or_the_error(tmp_path):
     ok = cli("--nodes", "2", "--procs-per-node", "1", str(recipe(tmp_path)))
     assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1] == str(tmp_path / "run")
     bad = cli("--nodes", "1", "--procs-per-node", "1", str(recipe(tmp_path)))
-    assert bad.returncode == 2 and "error: " in bad.stderr and "does not divide" in bad.stderr
+    assert bad.returncode == 2 and "error: " in bad.stderr and "is not divisible" in bad.stderr

@@ -145,9 +145,9 @@ def test_wrong_use_fails_fast_with_the_reason_in_the_job_log(slurm, slurm_data, 
         "missing_recipe": (["recipes/no_such_recipe.yaml", *overrides], 2,
                            "recipe file recipes/no_such_recipe.yaml does not exist"),
         "layout": ([RECIPE, *overrides], 1,
-                   "the job has 1 processes (1 node(s) x 1 per node), but "
-                   "parallel.tensor_model_parallel_size=2 x parallel.pipeline_model_parallel_size"
-                   "=1 = 2 does not divide it"),
+                   "this job runs 1 node(s) x 1 process(es) per node (sbatch --nodes / "
+                   "--gpus-per-node, or PONDER_NPROC_PER_NODE): world size 1 (nodes x tasks per "
+                   "node) is not divisible by"),
         # below a file: cannot be created
         "unwritable_output": ([RECIPE, *overrides, f"train.output_dir={RECIPE}/run"], 2,
                               f"train.output_dir='{ROOT / RECIPE}/run' is not writable"),
