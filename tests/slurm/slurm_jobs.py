@@ -63,6 +63,10 @@ class Job:
     def text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
+    def task(self, index: int, log: Path) -> "Job":
+        """One task of an array job (scontrol names it <array id>_<index>)."""
+        return Job(f"{self.id}_{index}", log)
+
 
 class Cluster:
     def __init__(self, directory: Path, env: dict):
