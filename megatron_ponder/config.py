@@ -24,6 +24,7 @@ LATENT_INITS = ("growth", "copy")
 ROUTERS = ("linear", "mlp")
 PRECISIONS = ("auto", "fp32", "bf16")
 WANDB_MODES = ("offline", "online", "disabled")
+ENGINES = ("megatron", "deepspeed")
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,12 @@ class ParallelConfig:
     # A collective or pipeline message that waits longer than this ends the job (a dead or
     # stuck rank), instead of hanging until the cluster's time limit.
     distributed_timeout_s: float = 600.0
+    # Data parallelism over world / TP ranks: "megatron" (megatron-core DDP + distributed
+    # optimizer on GPU, torch DDP on CPU) or "deepspeed" (ZeRO stage zero_stage).
+    engine: str = "megatron"
+    # DeepSpeed ZeRO stage 1-3 (optimizer states / + gradients / + parameters partitioned);
+    # must stay 0 with engine "megatron", whose distributed optimizer is its ZeRO-1.
+    zero_stage: int = 0
 
 
 @dataclass
@@ -233,7 +240,29 @@ def validate(cfg: Config) -> None:
              f"must be divisible by parallel.pipeline_model_parallel_size={pp}")
     _require(par.distributed_timeout_s > 0, "parallel.distributed_timeout_s",
              par.distributed_timeout_s, "must be > 0 seconds")
+    _validate_engine(par)
     _validate_run(cfg)
+
+
+def _validate_engine(par: ParallelConfig) -> None:
+    _require(par.engine in ENGINES, "parallel.engine", par.engine,
+             f"valid values: {', '.join(ENGINES)}")
+    if par.engine == "deepspeed":
+        _require(par.zero_stage in (1, 2, 3), "parallel.zero_stage", par.zero_stage,
+                 "must be 1, 2 or 3 with parallel.engine=deepspeed (for plain data parallelism"
+                 " use parallel.engine=megatron)")
+        # ZeRO-2/3 take the gradients in their backward hooks, before the pipeline's
+        # schedule or the sequence-parallel norm reduction could complete them.
+        _require(par.pipeline_model_parallel_size == 1, "parallel.pipeline_model_parallel_size",
+                 par.pipeline_model_parallel_size,
+                 "must be 1 with parallel.engine=deepspeed (pipeline parallelism runs with"
+                 " parallel.engine=megatron)")
+        _require(not par.sequence_parallel, "parallel.sequence_parallel", True,
+                 "is not supported with parallel.engine=deepspeed; use parallel.engine=megatron")
+    else:
+        _require(par.zero_stage == 0, "parallel.zero_stage", par.zero_stage,
+                 "ZeRO stages need parallel.engine=deepspeed; with parallel.engine=megatron it"
+                 " must be 0 (its distributed optimizer shards the optimizer state on GPU)")
 
 
 def _validate_run(cfg: Config) -> None:

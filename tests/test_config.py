@@ -18,6 +18,8 @@ from megatron_ponder.model import ponder_lm
      "divisible by parallel.tensor_model_parallel_size=3"),
     ("ponder.latent_init=zeros", "ponder.latent_init", "growth, copy"),
     ("ponder.jacobi_train=[]", "ponder.jacobi_train", "non-empty"),
+    ("parallel.engine=fsdp", "parallel.engine", "megatron, deepspeed"),
+    ("parallel.zero_stage=2", "parallel.zero_stage", "need parallel.engine=deepspeed"),
 ])
 def test_bad_field_is_named_with_valid_values(override, field, valid, monkeypatch):
     built = []
@@ -26,6 +28,16 @@ def test_bad_field_is_named_with_valid_values(override, field, valid, monkeypatc
         tiny_config(overrides=[override])
     assert field in str(err.value) and valid in str(err.value)
     assert not built  # rejected while parsing: no model, no tensor was allocated
+
+
+@pytest.mark.parametrize("stage", [0, 4])
+def test_deepspeed_needs_a_zero_stage_from_1_to_3(stage):
+    with pytest.raises(ConfigError, match="parallel.zero_stage.*must be 1, 2 or 3"):
+        tiny_config(overrides=["parallel.engine=deepspeed", f"parallel.zero_stage={stage}"])
+    assert tiny_config(overrides=["parallel.engine=deepspeed", "parallel.zero_stage=3"])
+    with pytest.raises(ConfigError, match="parallel.pipeline_model_parallel_size=2.*must be 1"):
+        tiny_config(overrides=["parallel.engine=deepspeed", "parallel.zero_stage=1",
+                               "parallel.pipeline_model_parallel_size=2"])
 
 
 def test_build_model_validates_before_touching_parallel_state_or_memory(monkeypatch):

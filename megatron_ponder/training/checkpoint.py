@@ -23,9 +23,6 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
-from megatron.core.dist_checkpointing.optimizer import (
-    get_param_id_to_sharded_param_map, optim_state_to_sharding_state,
-)
 
 from megatron_ponder.training.cpu_shims import cuda_calls_resolve_to_cpu
 
@@ -63,35 +60,16 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """Give every parameter its AdamW state, so a sharded load has tensors to load into."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if not optimizer.state[p]:
-                optimizer.state[p] = {"step": torch.tensor(0.0),
-                                      "exp_avg": torch.zeros_like(p),
-                                      "exp_avg_sq": torch.zeros_like(p)}
-
-
-def _optimizer_params(optimizer):
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
-def sharded_state(model, optimizer, scheduler, train_state: dict, config: dict) -> dict:
-    """What a checkpoint holds: sharded model and optimizer tensors, the rest in common.pt."""
-    model_state = model.sharded_state_dict()
-    init_optimizer_state(optimizer)
-    optim = optimizer.state_dict()
-    # AdamW's per-parameter `step` is the same scalar for every parameter: saved once.
-    adam_step = next(iter(optim["state"].values()))["step"].item() if optim["state"] else 0.0
-    optim_state_to_sharding_state(
-        optim, get_param_id_to_sharded_param_map(model_state, _optimizer_params(optimizer)),
-        exclude_keys=("step",),
-    )
+def sharded_state(engine, scheduler, train_state: dict, config: dict) -> dict:
+    """What a checkpoint holds: sharded model and optimizer tensors, the rest in common.pt.
+    The optimizer part is per parameter whatever the engine (engines/base.py)."""
+    model_state = engine.model.sharded_state_dict()
+    optim, adam_step = engine.sharded_optimizer_state(model_state)
     world = dist.get_world_size() if dist.is_initialized() else 1
     return {
         "model": model_state,
         "optimizer": optim,
+        # AdamW's per-parameter `step` is the same scalar for every parameter: saved once.
         "adam_step": adam_step,
         "scheduler": scheduler.state_dict(),
         "train_state": dict(train_state),
@@ -134,7 +112,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ save
 
-    def save(self, step: int, model, optimizer, scheduler, train_state: dict, config: dict) -> Path:
+    def save(self, step: int, engine, scheduler, train_state: dict, config: dict) -> Path:
         final = self.path(step)
         tmp = final.with_name(final.name + ".tmp")
         if _rank() == 0:
@@ -142,9 +120,9 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         _barrier()
-        state = sharded_state(model, optimizer, scheduler, train_state, config)
         strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1)
-        with cuda_calls_resolve_to_cpu():
+        with engine.full_parameters(), cuda_calls_resolve_to_cpu():
+            state = sharded_state(engine, scheduler, train_state, config)
             dist_checkpointing.save(state, str(tmp), sharded_strategy=strategy)
         delay = float(os.environ.get(SAVE_DELAY_ENV, "0"))
         if delay:
@@ -169,7 +147,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ load
 
-    def load(self, step: int, model, optimizer, scheduler) -> dict:
+    def load(self, step: int, engine, scheduler) -> dict:
         """Restore model, optimizer, scheduler and RNG in place; return the common part.
 
         Model and optimizer tensors reshard to this run's layout (dist_checkpointing); the
@@ -178,25 +156,23 @@ class Checkpointer:
         """
         path = self.path(step)
         world = dist.get_world_size() if dist.is_initialized() else 1
-        template = sharded_state(model, optimizer, scheduler, {}, {})
         same_world = dist_checkpointing.load_common_state_dict(str(path))["world_size"] == world
-        if not same_world:
-            del template["rng"]
-        try:
-            state = dist_checkpointing.load(template, str(path))
-        except BaseException as err:  # CheckpointException derives from BaseException
-            if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                raise
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this model ({type(err).__name__}: "
-                f"{str(err)[:500]}); resume from a checkpoint of the same model shape or start "
-                f"a new train.output_dir"
-            ) from None
-        model.load_state_dict(state["model"], strict=True)
-        optim = state["optimizer"]
-        for param_state in optim["state"].values():
-            param_state["step"] = torch.tensor(float(state["adam_step"]))
-        optimizer.load_state_dict(optim)
+        with engine.full_parameters(modify=True):
+            template = sharded_state(engine, scheduler, {}, {})
+            if not same_world:
+                del template["rng"]
+            try:
+                state = dist_checkpointing.load(template, str(path))
+            except BaseException as err:  # CheckpointException derives from BaseException
+                if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                    raise
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit this model ({type(err).__name__}: "
+                    f"{str(err)[:500]}); resume from a checkpoint of the same model shape or "
+                    f"start a new train.output_dir"
+                ) from None
+            engine.model.load_state_dict(state["model"], strict=True)
+        engine.load_optimizer_state(state["optimizer"], float(state["adam_step"]))
         scheduler.load_state_dict(state["scheduler"])
         if same_world:
             set_rng_state(state["rng"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from megatron.core import parallel_state
 
 from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
@@ -66,4 +67,15 @@ def evaluate(model, batches, device, autocast) -> dict[str, float]:
                 output = model(batch["tokens"])
             scores.append(score_batch(model, output, batch))
     model.train(was_training)
-    return _summarize(scores)
+    return _summarize(_gather_over_data_parallel(scores))
+
+
+def _gather_over_data_parallel(scores: list[dict]) -> list[dict]:
+    """Every data-parallel rank's scores (rank r holds validation micro-batches r, r + dp,
+    ...): every layout reports over the same validation set. Objects, once per evaluation."""
+    dp = parallel_state.get_data_parallel_world_size()
+    if dp == 1:
+        return scores
+    gathered = [None] * dp
+    dist.all_gather_object(gathered, scores, group=parallel_state.get_data_parallel_group())
+    return [score for rank_scores in gathered for score in rank_scores]

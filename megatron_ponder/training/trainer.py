@@ -25,11 +25,10 @@ from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape, training_flops
 from megatron_ponder.training.checkpoint import Checkpointer
+from megatron_ponder.training.engines import build_engine, data_parallel_mean
 from megatron_ponder.training.evaluate import evaluate
 from megatron_ponder.training.metrics import MetricsLogger
-from megatron_ponder.training.optim import (
-    build_optimizer, build_scheduler, clip_gradients, grad_norm,
-)
+from megatron_ponder.training.optim import build_scheduler
 from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE, StopRequest
 from megatron_ponder.training.throughput import peak_flops
 
@@ -87,12 +86,6 @@ class Trainer:
         t = cfg.train
         initialize_parallel(cfg)
         self.dp_size = parallel_state.get_data_parallel_world_size()
-        if self.dp_size > 1:
-            raise ConfigError(
-                f"data-parallel size {self.dp_size} (world / (tensor x pipeline parallel size))"
-                " needs a data-parallel engine, which this trainer does not have yet; run with"
-                " world size == parallel.tensor_model_parallel_size x"
-                " parallel.pipeline_model_parallel_size")
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.pp_size = parallel_state.get_pipeline_model_parallel_world_size()
         # Every rank counts the FLOPs of its data-parallel replica's micro-batches, which its
@@ -114,11 +107,12 @@ class Trainer:
             cache_dir=cfg.data.cache_dir or str(self.output_dir / "data_cache"),
         )
         self.model = build_model(cfg).to(self.device)
-        self.optimizer = build_optimizer(self.model, t)
+        self.engine = build_engine(cfg, self.model)  # data parallelism (engines/)
+        self.optimizer = self.engine.optimizer
         self.scheduler = build_scheduler(self.optimizer, t)
         self.state = TrainState()
         if resume_step is not None:
-            common = self.checkpointer.load(resume_step, self.model, self.optimizer, self.scheduler)
+            common = self.checkpointer.load(resume_step, self.engine, self.scheduler)
             self.state = TrainState(**common["train_state"])
         self.logger = MetricsLogger(cfg, self.output_dir, self.state.step)
         if resume_step is not None:
@@ -152,18 +146,19 @@ class Trainer:
         t = self.cfg.train
         batches = [{k: v.to(self.device) for k, v in batch.items()} for batch in batch_for_step(
             self.train_data, step, t.global_batch_size, t.micro_batch_size, self.dp_rank, self.dp_size)]
-        self.optimizer.zero_grad(set_to_none=True)
+        self.engine.zero_grad()
         if self.pp_size > 1:
             result = pipeline_step(self.model, batches, step, self.autocast)
             loss_sum, stats, pass_slots = result.loss, result.stats, result.pass_slots
             extra = {"pipeline_bubble": result.bubble_fraction}
         else:
             loss_sum, stats, pass_slots, extra = 0.0, {}, [], {}
-            for batch in batches:
-                with self.autocast():
-                    out = self.model(batch["tokens"], step=step)
-                loss, _ = self.model.loss(out, batch["labels"], batch["loss_mask"])
-                (loss / len(batches)).backward()
+            for i, batch in enumerate(batches):
+                with self.engine.micro_batch(last=i == len(batches) - 1):
+                    with self.autocast():
+                        out = self.engine.forward(batch["tokens"], step)
+                    loss, _ = self.model.loss(out, batch["labels"], batch["loss_mask"])
+                    self.engine.backward(loss / len(batches))
                 loss_sum += loss.item() / len(batches)
                 pass_slots.append(out.pass_slots)
                 stats = self.model.statistics(out)
@@ -173,33 +168,33 @@ class Trainer:
             for batch, slots in zip(batches, pass_slots))
         if self.cfg.parallel.sequence_parallel:
             allreduce_sequence_parallel_grads(self.model)
-        norm = grad_norm(self.model)
-        bad = [name for name, value in (("loss", loss_sum), ("grad_norm", norm.item()))
+        # Every data-parallel rank logs, and decides on skipping, from the same mean.
+        loss_sum, *means = data_parallel_mean([loss_sum, *stats.values()], self.device)
+        stats = dict(zip(stats, means))
+        norm = self.engine.step(loss_is_finite=math.isfinite(loss_sum))
+        bad = [name for name, value in (("loss", loss_sum), ("grad_norm", norm))
                if not math.isfinite(value)]
         if bad:
-            self.optimizer.zero_grad(set_to_none=True)
             self.state.consecutive_skips += 1
             self.state.skipped_steps += 1
             if self.state.consecutive_skips > t.max_nonfinite_skips:
                 raise NonFiniteError(
                     f"step {step}: {bad[0]} is not finite (loss {loss_sum}, grad_norm "
-                    f"{norm.item()}) for {self.state.consecutive_skips} consecutive steps, more "
+                    f"{norm}) for {self.state.consecutive_skips} consecutive steps, more "
                     f"than train.max_nonfinite_skips={t.max_nonfinite_skips}; the last checkpoint "
                     f"in {self.checkpointer.directory} is intact")
             self.logger.print(f"step {step}: skipped, {bad[0]} is not finite")
         else:
             self.state.consecutive_skips = 0
-            clip_gradients(self.model, t.grad_clip, norm)
-            self.optimizer.step()
         self.scheduler.step()
-        return {"loss": loss_sum, "grad_norm": norm.item(), "flops": flops,
+        return {"loss": loss_sum, "grad_norm": norm, "flops": flops,
                 "jacobi": self.model.jacobi_for_step(step), "skipped": bool(bad), **stats, **extra}
 
     # ------------------------------------------------------------------ the loop
 
     def save(self) -> None:
         start = time.perf_counter()
-        path = self.checkpointer.save(self.state.step, self.model, self.optimizer, self.scheduler,
+        path = self.checkpointer.save(self.state.step, self.engine, self.scheduler,
                                       asdict(self.state), config_to_dict(self.cfg))
         self.last_save_s = time.perf_counter() - start
         self.logger.print(f"saved {path} ({self.last_save_s:.1f}s)")
@@ -208,9 +203,10 @@ class Trainer:
         t = self.cfg.train
         if self.valid_data is None:
             return {}
-        batches = [b for i in range(t.eval_batches)
-                   for b in batch_for_step(self.valid_data, i, t.micro_batch_size,
-                                           t.micro_batch_size, self.dp_rank, self.dp_size)]
+        # Validation micro-batch i goes to data-parallel rank i % dp: the same samples in
+        # every layout.
+        batches = [batch_for_step(self.valid_data, i, t.micro_batch_size, t.micro_batch_size)[0]
+                   for i in range(self.dp_rank, t.eval_batches, self.dp_size)]
         result = evaluate(self.model, batches, self.device, self.autocast)
         if result:
             self.logger.log(self.state.step, result, kind="valid")

@@ -14,7 +14,7 @@ N = 3
 def load_everything(cfg, step):
     """Model, optimizer, scheduler, RNG and train state of the checkpoint at `step`."""
     trainer = Trainer(cfg)  # resumes from the newest checkpoint ...
-    common = trainer.checkpointer.load(step, trainer.model, trainer.optimizer, trainer.scheduler)
+    common = trainer.checkpointer.load(step, trainer.engine, trainer.scheduler)
     return {"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
             "scheduler": trainer.scheduler.state_dict(), "train_state": common["train_state"],
             "rng": common["rng"], "adam_step": common["adam_step"]}

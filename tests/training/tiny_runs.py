@@ -57,3 +57,21 @@ def launch_ranks(recipe: Path, *overrides: str, world_size: int = 2) -> list[sub
             [sys.executable, "-m", "megatron_ponder.train", str(recipe), *overrides],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
+
+
+def train_runs(rank: int, configs: list[dict]) -> list[int]:
+    """In one rank of a distributed job: train each config dict in turn; the exit codes."""
+    from megatron_ponder.config import config_from_dict
+    from megatron_ponder.training.trainer import Trainer
+
+    return [Trainer(config_from_dict(c)).train() for c in configs]
+
+
+def resume_from(source: Path, target: Path, step: int) -> None:
+    """target := a copy of run `source` whose newest complete checkpoint is `step`."""
+    import shutil
+
+    shutil.copytree(source, target)
+    for later in (target / "checkpoints").glob("step_*"):
+        if int(later.name.split("_")[1].split(".")[0]) > step:
+            shutil.rmtree(later)
