@@ -174,6 +174,9 @@ class Checkpointer:
             engine.model.load_state_dict(state["model"], strict=True)
         engine.load_optimizer_state(state["optimizer"], float(state["adam_step"]))
         scheduler.load_state_dict(state["scheduler"])
+        # The next step's learning rate is the schedule's, whichever engine saved the groups.
+        for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
         if same_world:
             set_rng_state(state["rng"])
         return state
