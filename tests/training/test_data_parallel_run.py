@@ -66,7 +66,6 @@ def test_two_ranks_reproduce_the_single_process_losses(runs, layout, method):
     single, parallel = runs[f"single_{method}"], runs[f"{layout}_{method}"]
     assert sorted(parallel) == sorted(single) == list(range(1, STEPS + 1))
     assert_same_trajectory(single, parallel, range(1, STEPS + 1))
-    assert parallel[STEPS]["loss"] < parallel[1]["loss"]  # it trained
 
 
 @pytest.mark.parametrize("run", ["dp2_ponderlm3_to_single", "single_to_dp2",
