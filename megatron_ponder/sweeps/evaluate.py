@@ -90,18 +90,19 @@ def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
     from megatron_ponder.parallel import initialize_parallel
     from megatron_ponder.training.checkpoint import Checkpointer
     from megatron_ponder.training.evaluate import evaluate
-    from megatron_ponder.training.optim import build_optimizer, build_scheduler
+    from megatron_ponder.training.engines import Engine
+    from megatron_ponder.training.optim import build_scheduler
 
     cfg = run.config
     initialize_parallel(cfg)
     model = build_model(cfg)
-    optimizer = build_optimizer(model, cfg.train)
+    engine = Engine(cfg, model)  # one replica: the checkpoint's model and optimizer load here
     checkpointer = Checkpointer(sweep.run_dir(run) / "checkpoints", cfg.train.keep_checkpoints)
     step = checkpointer.latest_step()
     if step != cfg.train.steps:
         raise SweepError(f"{run.run_id}: the newest checkpoint is at step {step}, not "
                          f"train.steps={cfg.train.steps}: train it first")
-    checkpointer.load(step, model, optimizer, build_scheduler(optimizer, cfg.train))
+    checkpointer.load(step, engine, build_scheduler(engine.optimizer, cfg.train))
     model.eval()
     e = sweep.eval
     batches = _validation_batches(cfg, e.batches, e.micro_batch_size, e.data_seed,
