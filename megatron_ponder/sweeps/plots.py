@@ -82,7 +82,7 @@ def markdown_table(points: list[Point]) -> str:
     rows = ["| size | method | K | lambda | tau | ppl (mean +- spread) | soft ppl | "
             "FLOPs/token vs vanilla | expected steps | executed steps | seeds |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(points, key=lambda p: (p.size, p.method, p.k, p.lam, p.tau or 0.0))
+    order = sorted(points, key=lambda p: (p.parameters, p.method, p.k, p.lam, p.tau or 0.0))
     for p in order:
         tau = "-" if p.tau is None else f"{p.tau:g}"
         rows.append(f"| {p.size} | {p.method} | {p.k} | {p.lam:g} | {tau} | {p.ppl:.2f} +- "
