@@ -15,6 +15,7 @@ import pytest
 from sweep_files import fake_record, fixture_records, modified
 
 from megatron_ponder.sweeps.pareto import aggregate, fit_scaling_law, pareto_frontier
+from megatron_ponder.sweeps.plots import markdown_table
 from megatron_ponder.sweeps.records import RecordError, check_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,3 +103,10 @@ def test_seeds_with_different_taus_and_repeated_runs_are_refused():
         aggregate(fixture_records() + [fixture_records()[0]])
     with pytest.raises(RecordError, match="ppl"):
         check_record(modified(fixture_records()[0], validation__ppl=1.0), "r.json")
+
+
+def test_table_rows_follow_model_size_not_the_size_name():
+    records = [fake_record(size, "vanilla", 0, 0.0, 1, 3.0, 2.0 * params, params)
+               for size, params in (("h128", 500_000), ("h32", 60_000), ("h64", 170_000))]
+    rows = markdown_table(aggregate(records)).splitlines()[2:]
+    assert [row.split("|")[1].strip() for row in rows] == ["h32", "h64", "h128"]
