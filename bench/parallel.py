@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT / "runs" / "demo" / "data",
                         help="where the demo's corpus, tokenizer and index live (built if absent)")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=64, help="model.hidden_size")
+    parser.add_argument("--seq-length", type=int, default=64, help="data.seq_length")
     parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--methods", default="ponderlm3,vanilla")
     parser.add_argument("--rtol", type=float, default=1e-4,
@@ -106,8 +108,9 @@ def main() -> None:
 
     data = [f"data.tokenizer={args.data_dir / 'tokenizer.model'}",
             f"data.prefixes=[{args.data_dir / 'corpus_text_document'}]"]
-    base = [*data, "model.hidden_size=64", "model.num_layers=2", "data.seq_length=64",
-            "model.max_position_embeddings=64", f"train.steps={args.steps}",
+    base = [*data, f"model.hidden_size={args.hidden}", "model.num_layers=2",
+            f"data.seq_length={args.seq_length}",
+            f"model.max_position_embeddings={args.seq_length}", f"train.steps={args.steps}",
             "train.micro_batch_size=2", "train.global_batch_size=8", "train.log_interval=1",
             "train.eval_interval=1000", "train.eval_batches=0", f"train.save_interval={args.steps}",
             "logging.tensorboard=false", "logging.wandb=disabled"]
