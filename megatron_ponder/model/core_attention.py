@@ -2,12 +2,15 @@
 
 The per-key log weights travel through megatron's `attention_mask` argument: a float
 tensor [B, S] (0 for token slots, log w for latent slots) or None for plain causal
-attention. megatron's TransformerBlock passes it to every layer untouched.
+attention. megatron's TransformerBlock passes it to every layer untouched. At inference
+it is a slot KV cache step instead (inference/kv_cache.py), which attends over the cache.
 """
 
 from __future__ import annotations
 
 import math
+
+import torch
 
 from megatron.core.transformer.module import MegatronModule
 
@@ -22,6 +25,7 @@ class SoftMaskCoreAttention(MegatronModule):
                  backend: str = "augmented", **_unused):
         super().__init__(config=config)
         self.attend = get_attention_backend(backend)
+        self.layer_number = layer_number
         head_dim = config.kv_channels
         self.scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
 
@@ -29,5 +33,8 @@ class SoftMaskCoreAttention(MegatronModule):
                 attention_bias=None, packed_seq_params=None):
         """query [sq, b, np, hn], key/value [sk, b, ng, hn] -> [sq, b, np * hn]."""
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
-        out = self.attend(q, k, v, attention_mask, scale=self.scale)
+        if attention_mask is not None and not torch.is_tensor(attention_mask):
+            out = attention_mask.attend(self.layer_number, q, k, v, self.attend, self.scale)
+        else:
+            out = self.attend(q, k, v, attention_mask, scale=self.scale)
         return out.permute(2, 0, 1, 3).flatten(2)
