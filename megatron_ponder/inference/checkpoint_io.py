@@ -1,0 +1,85 @@
+"""Trainer checkpoints (megatron dist_checkpointing) in and out of the inference tools.
+
+A checkpoint stores global tensors with their shard layout, so a model built at any
+layout loads it through its own `sharded_state_dict`; the config travels in the
+checkpoint's common state. Accepted paths: a step directory, a run's `checkpoints/`
+directory or the run's output directory (the newest complete step of those).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import torch
+from megatron.core import dist_checkpointing
+
+from megatron_ponder.config import Config, config_from_dict, config_to_dict
+from megatron_ponder.training.checkpoint import Checkpointer, CheckpointError
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    path = Path(path)
+    if (path / "metadata.json").is_file():
+        return path
+    for directory in (path, path / "checkpoints"):
+        step = Checkpointer(directory, keep=1).latest_step()
+        if step is not None:
+            return Checkpointer(directory, keep=1).path(step)
+    raise CheckpointError(
+        f"{path} is not a checkpoint: expected a step_XXXXXXX directory holding metadata.json, "
+        f"a checkpoints/ directory, or a training run's output directory")
+
+
+def checkpoint_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """The config saved with the checkpoint, at a single-process layout (TP 1), plus overrides."""
+    common = dist_checkpointing.load_common_state_dict(str(resolve_checkpoint(path)))
+    saved = dict(common["config"])
+    saved["parallel"] = {}  # layout of this process, not of the run that saved it
+    return config_from_dict(saved, list(overrides))
+
+
+def load_model_state(model, path: str | Path) -> None:
+    """Fill `model` (any layout) from the checkpoint's model tensors."""
+    path = resolve_checkpoint(path)
+    try:
+        state = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(path))
+    except BaseException as err:  # CheckpointException derives from BaseException
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise CheckpointError(
+            f"cannot read the model from checkpoint {path} ({type(err).__name__}: "
+            f"{str(err)[:400]}); a shard file may be missing or the checkpoint incomplete"
+        ) from None
+    model.load_state_dict(state["model"], strict=True)
+
+
+def load_model(path: str | Path, overrides: list[str] = (), device: str | None = None):
+    """(PonderLM in eval mode on `device`, its Config) from a trainer checkpoint."""
+    from megatron_ponder.model import build_model
+    from megatron_ponder.parallel import initialize_parallel
+
+    cfg = checkpoint_config(path, overrides)
+    initialize_parallel(cfg)
+    model = build_model(cfg)
+    load_model_state(model, path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), cfg
+
+
+def save_training_checkpoint(model, cfg: Config, checkpoints_dir: str | Path, step: int) -> Path:
+    """Save `model` as a trainer checkpoint a run can resume from: its weights, a fresh
+    AdamW state and schedule, the data position `step`. Used by the HF import."""
+    from megatron_ponder.training.optim import build_optimizer, build_scheduler
+    from megatron_ponder.training.trainer import TrainState
+
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(step):  # the schedule position matches the data position
+            scheduler.step()
+    checkpointer = Checkpointer(Path(checkpoints_dir), keep=cfg.train.keep_checkpoints)
+    return checkpointer.save(step, model, optimizer, scheduler,
+                             dataclasses.asdict(TrainState(step=step)), config_to_dict(cfg))

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Generate text from a trainer checkpoint with the hard pruning rule and the slot KV cache.
+
+Example:
+    python tools/generate.py runs/demo --prompt "The river" --max-new-tokens 40 --show-steps
+
+Each prompt starts with the end-of-document token, as every document does in training.
+--show-steps prints each token followed by [k], the latent steps it received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    parser.add_argument("--prompt", action="append", required=True,
+                        help="prompt text; repeat for a batch")
+    parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: data.tokenizer "
+                        "of the checkpoint's config)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--tau", type=float, default=None, help="hard-pruning threshold "
+                        "(default: ponder.tau of the checkpoint)")
+    parser.add_argument("--jacobi", type=int, default=None, help="Jacobi iterations of the "
+                        "prompt's parallel prefill (default: ponder.jacobi_eval)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop-at-eos", action="store_true", help="end a row at end-of-document")
+    parser.add_argument("--show-steps", action="store_true",
+                        help="print every token with the latent steps it received")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per prompt")
+    return parser.parse_args(argv)
+
+
+def with_steps(tokenizer, ids: list[int], steps: list[int]) -> str:
+    return "".join(f"{tokenizer.decode([i])}[{s}]" for i, s in zip(ids, steps))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+    sys.path.insert(0, str(REPO))
+    from megatron_ponder.config import ConfigError
+    from megatron_ponder.data.errors import DataError
+    from megatron_ponder.data.tokenizer import Tokenizer, check_fits
+    from megatron_ponder.inference.decoding import generate
+    from megatron_ponder.inference.checkpoint_io import load_model
+    from megatron_ponder.inference.sampling import Sampling
+    from megatron_ponder.training.checkpoint import CheckpointError
+
+    try:
+        sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+        model, cfg = load_model(args.checkpoint)
+        tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer)
+        check_fits(tokenizer, cfg.model.vocab_size)
+        prompts = [[tokenizer.eod_id] + tokenizer.encode(p) for p in args.prompt]
+        result = generate(model, prompts, args.max_new_tokens, sampling, tau=args.tau,
+                          eos_id=tokenizer.eod_id if args.stop_at_eos else None, jacobi=args.jacobi)
+    except (ConfigError, DataError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for prompt, text, ids, steps in zip(prompts, args.prompt, result.tokens, result.steps):
+        # steps covers the prompt and every generated token but the last (never fed back).
+        fed = prompt[1:] + ids[:-1]
+        if args.json:
+            print(json.dumps({"prompt": text, "completion": tokenizer.decode(ids), "token_ids": ids,
+                              "steps": steps[1:], "fed_token_ids": fed}))
+        elif args.show_steps:
+            print(with_steps(tokenizer, fed, steps[1:]) + tokenizer.decode(ids[-1:]))
+        else:
+            print(text + tokenizer.decode(ids))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
