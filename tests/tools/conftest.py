@@ -3,8 +3,20 @@ matmuls spin with two threads on the shared 2-core machine)."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+# Offline, with a scratch Hugging Face home (remote-code modules are copied there); set at
+# collection, before anything imports transformers.
+_HF_HOME = tempfile.mkdtemp(prefix="ponder_hf_home_")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=_HF_HOME,
+                  TRANSFORMERS_VERBOSITY="error")
 
 
 @pytest.fixture(scope="session")

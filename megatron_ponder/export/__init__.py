@@ -1,0 +1,1 @@
+"""Hugging Face export and import: weight names, config, tokenizer, the modeling file."""

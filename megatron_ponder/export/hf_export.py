@@ -1,0 +1,126 @@
+"""Trainer checkpoint -> Hugging Face folder, and back (tools/export_hf.py, convert_checkpoint.py).
+
+The folder: config.json (PonderLMConfig with auto_map, or a plain LlamaConfig for vanilla;
+the project config rides along as `megatron_ponder_config` for an exact import), the
+weights as model.safetensors, modeling_ponder.py (this package's standalone file) and the
+sentencepiece tokenizer converted to a transformers tokenizer. Written into DIR.tmp and
+renamed at the end: an interrupted export never leaves a half folder under DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from megatron_ponder.config import Config, ConfigError, config_from_dict, config_to_dict
+from megatron_ponder.export import hf_weights
+
+EXPORTABLE = ("vanilla", "pause", "ponderlm2", "ponderlm3")
+MODELING_FILE = Path(__file__).with_name("modeling_ponder.py")
+WEIGHTS = "model.safetensors"
+
+
+def _common(cfg: Config, eod_id: int) -> dict:
+    m = cfg.model
+    return dict(vocab_size=m.vocab_size, hidden_size=m.hidden_size, intermediate_size=m.ffn_size,
+                num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
+                num_key_value_heads=m.kv_heads, max_position_embeddings=m.max_position_embeddings,
+                rms_norm_eps=m.norm_eps, tie_word_embeddings=False,
+                # Training documents are separated by </s>: it is BOS, EOS and padding here.
+                bos_token_id=eod_id, eos_token_id=eod_id, pad_token_id=eod_id,
+                megatron_ponder_config=config_to_dict(cfg))
+
+
+def hf_config(cfg: Config, eod_id: int):
+    """The transformers config object for `cfg` (Llama for vanilla, PonderLMConfig otherwise)."""
+    if cfg.ponder.method == "vanilla":
+        from transformers import LlamaConfig
+
+        config = LlamaConfig(rope_theta=cfg.model.rotary_base, attention_bias=False, mlp_bias=False,
+                             **_common(cfg, eod_id))
+        config.architectures = ["LlamaForCausalLM"]
+        return config
+    from megatron_ponder.export.modeling_ponder import PonderLMConfig
+
+    p = cfg.ponder
+    config = PonderLMConfig(rope_theta=cfg.model.rotary_base,
+                            embedding_scale=hf_weights.embedding_scale(cfg),
+                            ponder_method=p.method, ponder_k=p.k, ponder_tau=p.tau,
+                            ponder_jacobi=p.jacobi_eval, ponder_latent_init=p.latent_init,
+                            ponder_router=p.router, **_common(cfg, eod_id))
+    config.architectures = ["PonderLMForCausalLM"]
+    config.auto_map = {"AutoConfig": "modeling_ponder.PonderLMConfig",
+                       "AutoModelForCausalLM": "modeling_ponder.PonderLMForCausalLM"}
+    return config
+
+
+def convert_tokenizer(sp_model: Path, out_dir: Path):
+    """sentencepiece .model -> transformers tokenizer files in out_dir (see
+    docs/lm-eval-offline notes: copy to tokenizer.model, from_pretrained, save_pretrained)."""
+    from transformers import LlamaTokenizer
+
+    staging = out_dir / "_sentencepiece"
+    staging.mkdir()
+    shutil.copy(sp_model, staging / "tokenizer.model")
+    tokenizer = LlamaTokenizer.from_pretrained(
+        staging, bos_token="</s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>",
+        add_bos_token=True, add_eos_token=False)
+    tokenizer.save_pretrained(out_dir)
+    shutil.rmtree(staging)
+    return tokenizer
+
+
+def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Path,
+              force: bool = False) -> Path:
+    """Write the export of `model` (TP 1, full tensors) to out_dir; returns it."""
+    from megatron_ponder.data.tokenizer import Tokenizer, check_fits
+
+    if cfg.ponder.method not in EXPORTABLE:
+        raise ConfigError(f"ponder.method={cfg.ponder.method!r} cannot be exported: it needs a KV "
+                          f"cache per pass; exportable methods: {', '.join(EXPORTABLE)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise FileExistsError(f"{out_dir} already exists; pass --force to replace it")
+    sp = Tokenizer.load(tokenizer_model)
+    check_fits(sp, cfg.model.vocab_size)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {name: p.detach().float().cpu() for name, p in model.named_parameters()}
+    save_file(hf_weights.to_hf(state, cfg), str(tmp / WEIGHTS), metadata={"format": "pt"})
+    hf_config(cfg, sp.eod_id).save_pretrained(tmp)
+    if cfg.ponder.method != "vanilla":
+        shutil.copy(MODELING_FILE, tmp / MODELING_FILE.name)
+    convert_tokenizer(sp.path, tmp)
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out_dir)
+    return out_dir
+
+
+def read_hf_export(folder: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
+    """(project config, full megatron parameters) of an export written by export_hf."""
+    folder = Path(folder)
+    config_file, weights = folder / "config.json", folder / WEIGHTS
+    for path in (config_file, weights):
+        if not path.is_file():
+            raise ConfigError(f"{folder} is not a megatron-ponder Hugging Face export: {path.name} "
+                              f"is missing")
+    saved = json.loads(config_file.read_text()).get("megatron_ponder_config")
+    if saved is None:
+        raise ConfigError(f"{config_file} has no megatron_ponder_config: only folders written by "
+                          f"tools/export_hf.py can be imported")
+    saved = dict(saved)
+    saved["parallel"] = {}
+    cfg = config_from_dict(saved)
+    return cfg, hf_weights.from_hf(load_file(str(weights)), cfg)

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Export a trainer checkpoint (any parallel layout) to a Hugging Face folder.
+
+Example:
+    python tools/export_hf.py runs/demo exports/demo-hf
+    python -c "from transformers import AutoModelForCausalLM as A; \\
+        m = A.from_pretrained('exports/demo-hf', trust_remote_code=True, ponder_tau=1e-3)"
+
+PonderLM-3/PonderLM-2/Pause load with trust_remote_code (modeling_ponder.py ships in the
+folder; tau = ponder_tau and K_max = ponder_max_steps can be overridden at load); a vanilla
+export is a plain LlamaForCausalLM. The tokenizer is the run's sentencepiece model, with
+</s> (the end-of-document token every training document ends with) as BOS and EOS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    parser.add_argument("output", help="folder to write (refused if it exists, unless --force)")
+    parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: "
+                        "data.tokenizer of the checkpoint's config)")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="ponder_tau written into the config (default: the checkpoint's)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+    sys.path.insert(0, str(REPO))
+    from megatron_ponder.config import ConfigError
+    from megatron_ponder.export.hf_export import export_hf
+    from megatron_ponder.inference.checkpoint_io import load_model
+    from megatron_ponder.training.checkpoint import CheckpointError
+
+    overrides = [] if args.tau is None else [f"ponder.tau={args.tau}"]
+    try:
+        model, cfg = load_model(args.checkpoint, overrides, device="cpu")
+        out = export_hf(model, cfg, args.tokenizer or cfg.data.tokenizer, args.output, args.force)
+    except (ConfigError, CheckpointError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    kind = "LlamaForCausalLM" if cfg.ponder.method == "vanilla" else "PonderLMForCausalLM (trust_remote_code)"
+    print(f"exported {cfg.ponder.method} (K={cfg.ponder.k}, tau={cfg.ponder.tau}) to {out} as {kind}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
