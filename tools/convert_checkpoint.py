@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Convert checkpoints: reshard a trainer checkpoint to another tensor-parallel layout, or
+import a Hugging Face export (tools/export_hf.py) back into a trainer checkpoint.
+
+Examples:
+    python tools/convert_checkpoint.py reshard runs/a runs/a_tp2 --tensor-parallel 2
+    python tools/convert_checkpoint.py import-hf exports/demo-hf runs/from_hf
+
+reshard loads model and optimizer state through megatron dist_checkpointing at the target
+layout (one process per rank; started with torchrun automatically) and saves them there,
+with the run's data position and schedule. import-hf writes the export's weights bitwise
+(vanilla embeddings within one float32 rounding: Llama has no embedding multiplier, so the
+export folds it in) with a fresh optimizer state at data position --step. The output is a
+run directory: resume it with train.output_dir=OUTPUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="command", required=True)
+    reshard = sub.add_parser("reshard", help="trainer checkpoint -> another TP layout")
+    reshard.add_argument("input", help="step directory, checkpoints/ directory or run directory")
+    reshard.add_argument("output", help="run directory to write (must not hold checkpoints)")
+    reshard.add_argument("--tensor-parallel", type=int, required=True)
+    imp = sub.add_parser("import-hf", help="Hugging Face export -> trainer checkpoint")
+    imp.add_argument("input", help="folder written by tools/export_hf.py")
+    imp.add_argument("output", help="run directory to write (must not hold checkpoints)")
+    imp.add_argument("--step", type=int, default=0, help="data position the run resumes at")
+    return parser.parse_args(argv)
+
+
+def _refuse_existing(output: Path) -> None:
+    from megatron_ponder.config import ConfigError
+
+    if (output / "checkpoints").exists():
+        raise ConfigError(f"{output}/checkpoints already exists: choose a new output directory")
+
+
+def reshard(args) -> None:
+    from megatron_ponder.config import ConfigError
+    from megatron_ponder.inference.checkpoint_io import checkpoint_config, resolve_checkpoint
+    from megatron_ponder.model import build_model
+    from megatron_ponder.parallel import initialize_parallel
+    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.training.optim import build_optimizer, build_scheduler
+
+    source = resolve_checkpoint(args.input)
+    cfg = checkpoint_config(source, [f"parallel.tensor_model_parallel_size={args.tensor_parallel}"])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != args.tensor_parallel:
+        raise ConfigError(f"--tensor-parallel {args.tensor_parallel} needs that many processes, "
+                          f"this is one of {world}")
+    initialize_parallel(cfg)
+    model = build_model(cfg)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    step = int(source.name.split("_")[1])
+    common = Checkpointer(source.parent, keep=1).load(step, model, optimizer, scheduler)
+    config = dict(common["config"])
+    config["parallel"] = {**config.get("parallel", {}), "tensor_model_parallel_size": args.tensor_parallel}
+    Checkpointer(Path(args.output) / "checkpoints", keep=cfg.train.keep_checkpoints).save(
+        step, model, optimizer, scheduler, common["train_state"], config)
+
+
+def import_hf(args) -> Path:
+    from megatron_ponder.export.hf_export import read_hf_export
+    from megatron_ponder.inference.checkpoint_io import save_training_checkpoint
+    from megatron_ponder.model import build_model
+    from megatron_ponder.model.tp_shards import load_full_state
+    from megatron_ponder.parallel import initialize_parallel
+
+    cfg, state = read_hf_export(args.input)
+    initialize_parallel(cfg)
+    model = build_model(cfg)
+    expected = {name for name, _ in model.named_parameters()}
+    if set(state) != expected:
+        from megatron_ponder.config import ConfigError
+        raise ConfigError(f"{args.input}: the weights do not fit the config (missing "
+                          f"{sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]})")
+    load_full_state(model, state)
+    return save_training_checkpoint(model, cfg, Path(args.output) / "checkpoints", args.step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if args.command == "reshard" and args.tensor_parallel > 1 and "WORLD_SIZE" not in os.environ:
+        # One process per target rank: relaunch under torchrun (gloo on CPU, nccl on GPU).
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={args.tensor_parallel}", str(Path(__file__).resolve()), *argv]
+        return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+    sys.path.insert(0, str(REPO))
+    from megatron_ponder.config import ConfigError
+    from megatron_ponder.training.checkpoint import CheckpointError
+
+    try:
+        _refuse_existing(Path(args.output))
+        if args.command == "reshard":
+            reshard(args)
+        else:
+            import_hf(args)
+    except (ConfigError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {args.output}/checkpoints")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
