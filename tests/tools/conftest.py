@@ -20,13 +20,23 @@ os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=_HF_HOME,
 
 
 @pytest.fixture(scope="session")
-def tool_tokenizer(tmp_path_factory) -> str:
+def tool_data(tmp_path_factory) -> dict:
+    """A 512-piece tokenizer and one indexed dataset from ~300 KB of the default corpus."""
     from megatron_ponder.data.corpus import write_default_corpus
-    from megatron_ponder.data.tokenizer import train_tokenizer
+    from megatron_ponder.data.indexed import preprocess
+    from megatron_ponder.data.tokenizer import Tokenizer, train_tokenizer
 
-    root = tmp_path_factory.mktemp("tool_tokenizer")
+    root = tmp_path_factory.mktemp("tool_data")
     corpus = write_default_corpus(root / "corpus.jsonl", max_bytes=300_000, quiet=True)
-    return str(train_tokenizer([corpus], root / "tokenizer", vocab_size=512))
+    model = train_tokenizer([corpus], root / "tokenizer", vocab_size=512)
+    prefix = root / "corpus_text_document"
+    preprocess([corpus], Tokenizer.load(model), prefix, progress=False)
+    return {"tokenizer": str(model), "prefix": str(prefix)}
+
+
+@pytest.fixture(scope="session")
+def tool_tokenizer(tool_data) -> str:
+    return tool_data["tokenizer"]
 
 
 @pytest.fixture(autouse=True)

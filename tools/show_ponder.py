@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Render a text with each token coloured by the pondering steps PonderLM-3 gave it.
+
+Example:
+    python tools/show_ponder.py runs/demo --text "The river flows past the old mill." \\
+        --output runs/demo/ponder   # writes ponder.html and ponder.png
+
+The steps are the hard rule's K_hat_t = max{k : w_{t,k} >= tau} from the parallel
+hard-masked forward (the same decisions token-by-token decoding takes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the text to render")
+    source.add_argument("--text-file", help="a UTF-8 file with the text")
+    parser.add_argument("--output", required=True, help="PATH: writes PATH.html and PATH.png")
+    parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: the "
+                        "checkpoint's data.tokenizer)")
+    parser.add_argument("--tau", type=float, default=None, help="default: the checkpoint's ponder.tau")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from megatron_ponder.config import ConfigError
+    from megatron_ponder.data.tokenizer import Tokenizer, check_fits
+    from megatron_ponder.inference.checkpoint_io import load_model
+    from megatron_ponder.inference.decoding import check_prompts
+    from megatron_ponder.inference.ponder_view import render_html, render_png
+    from megatron_ponder.inference.scoring import check_tau, hard_forward, kept_steps_of
+    from megatron_ponder.training.checkpoint import CheckpointError
+
+    try:
+        text = args.text if args.text is not None else Path(args.text_file).read_text(encoding="utf-8")
+        model, cfg = load_model(args.checkpoint)
+        if cfg.ponder.method != "ponderlm3":
+            raise ConfigError(f"ponder.method={cfg.ponder.method!r} gives every token the same "
+                              f"steps; show_ponder needs a ponderlm3 checkpoint")
+        tau = check_tau(cfg.ponder.tau if args.tau is None else args.tau)
+        tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer)
+        check_fits(tokenizer, cfg.model.vocab_size)
+        ids = [tokenizer.eod_id] + tokenizer.encode(text)
+        check_prompts([ids], 0, cfg)
+        device = next(model.parameters()).device
+        steps = kept_steps_of(hard_forward(model, torch.tensor([ids], device=device), tau), tau)
+    except (ConfigError, CheckpointError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    pieces = [tokenizer.decode(ids[: i + 1])[len(tokenizer.decode(ids[:i])):] for i in range(1, len(ids))]
+    steps = steps[0, 1:].tolist()
+    title = f"{Path(args.checkpoint).name}: tau={tau:g}, K={cfg.ponder.k}"
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    html_path, png_path = out.with_name(out.name + ".html"), out.with_name(out.name + ".png")
+    tmp = html_path.with_name(html_path.name + ".tmp")
+    tmp.write_text(render_html(pieces, steps, cfg.ponder.k, title), encoding="utf-8")
+    os.replace(tmp, html_path)
+    render_png(pieces, steps, cfg.ponder.k, title, png_path)
+    print(f"wrote {html_path} and {png_path} ({len(steps)} tokens, mean {sum(steps) / len(steps):.2f} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
