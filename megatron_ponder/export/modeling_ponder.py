@@ -197,7 +197,8 @@ class SlotCache:
             keys, values = self._layer(layer, k)
             keys[row, :, start:start + n] = k[row][:, kept]
             values[row, :, start:start + n] = v[row][:, kept]
-        bias = record.key_log_w[row] if record.key_log_w is not None else torch.zeros(len(kept))
+        bias = (record.key_log_w[row] if record.key_log_w is not None
+                else torch.zeros(len(kept), device=kept.device))
         self.log_w[row, start:start + n] = bias[kept].to(self.log_w)
         self.lengths[row] = start + n
 

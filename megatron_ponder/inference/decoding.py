@@ -46,7 +46,7 @@ class _RecordingBackbone:
 
     def run(self, inputs, position_ids, key_log_w=None, final_norm=True):
         self.last = RecordedPass(key_log_w)
-        return self._decoder.run_cached(inputs, position_ids, self.last)
+        return self._decoder.run_cached(inputs, position_ids, self.last, final_norm)
 
 
 class SlotDecoder:

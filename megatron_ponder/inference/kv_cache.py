@@ -51,7 +51,8 @@ class SlotKVCache:
             keys, values = self.layer(layer, k)
             keys[row, :, :n] = k[0][:, kept]
             values[row, :, :n] = v[0][:, kept]
-        bias = record.key_log_w[0] if record.key_log_w is not None else torch.zeros(len(kept))
+        bias = (record.key_log_w[0] if record.key_log_w is not None
+                else torch.zeros(len(kept), device=kept.device))
         self.log_w[row, :n] = bias[kept].to(self.log_w)
         self.lengths[row] = n
 
@@ -100,7 +101,7 @@ class RecordedPass:
 
     def kept_slots(self) -> torch.Tensor:
         """bool [S]: the slots the hard rule kept (all of them without a bias)."""
-        length = next(iter(self.kv.values()))[0].shape[2]
+        keys = next(iter(self.kv.values()))[0]
         if self.key_log_w is None:
-            return torch.ones(length, dtype=torch.bool)
+            return torch.ones(keys.shape[2], dtype=torch.bool, device=keys.device)
         return self.key_log_w[0].isfinite()

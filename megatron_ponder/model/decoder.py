@@ -99,14 +99,14 @@ class PonderDecoder(MegatronModule):
                 hidden, tensor_parallel_output_grad=False, group=self.tp_group)
         return self.final_layernorm(hidden) if final_norm else hidden
 
-    def run_cached(self, inputs, position_ids, cache_step):
+    def run_cached(self, inputs, position_ids, cache_step, final_norm=True):
         """One pass of new slots through the stack, attending via `cache_step` (a slot KV
         cache step, inference/kv_cache.py). inputs [S, b, H]; position_ids [S] or [S, b]."""
         angles = self.rotary(position_ids.reshape(-1)).reshape(*position_ids.shape, 1, -1)
         if position_ids.dim() == 1:
             angles = angles[:, None]
         hidden = self.decoder(hidden_states=inputs, attention_mask=cache_step, rotary_pos_emb=angles)
-        return self.final_layernorm(hidden)
+        return self.final_layernorm(hidden) if final_norm else hidden
 
     def final_norm(self, hidden):
         return self.final_layernorm(hidden)
