@@ -55,7 +55,8 @@ def reshard(args) -> None:
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
     from megatron_ponder.training.checkpoint import Checkpointer
-    from megatron_ponder.training.optim import build_optimizer, build_scheduler
+    from megatron_ponder.training.engines import build_engine
+    from megatron_ponder.training.optim import build_scheduler
 
     source = resolve_checkpoint(args.input)
     cfg = checkpoint_config(source, [f"parallel.tensor_model_parallel_size={args.tensor_parallel}"])
@@ -65,14 +66,14 @@ def reshard(args) -> None:
                           f"this is one of {world}")
     initialize_parallel(cfg)
     model = build_model(cfg)
-    optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train)
+    engine = build_engine(cfg, model)
+    scheduler = build_scheduler(engine.optimizer, cfg.train)
     step = int(source.name.split("_")[1])
-    common = Checkpointer(source.parent, keep=1).load(step, model, optimizer, scheduler)
+    common = Checkpointer(source.parent, keep=1).load(step, engine, scheduler)
     config = dict(common["config"])
     config["parallel"] = {**config.get("parallel", {}), "tensor_model_parallel_size": args.tensor_parallel}
     Checkpointer(Path(args.output) / "checkpoints", keep=cfg.train.keep_checkpoints).save(
-        step, model, optimizer, scheduler, common["train_state"], config)
+        step, engine, scheduler, common["train_state"], config)
 
 
 def import_hf(args) -> Path:

@@ -71,15 +71,16 @@ def load_model(path: str | Path, overrides: list[str] = (), device: str | None =
 def save_training_checkpoint(model, cfg: Config, checkpoints_dir: str | Path, step: int) -> Path:
     """Save `model` as a trainer checkpoint a run can resume from: its weights, a fresh
     AdamW state and schedule, the data position `step`. Used by the HF import."""
-    from megatron_ponder.training.optim import build_optimizer, build_scheduler
+    from megatron_ponder.training.engines import build_engine
+    from megatron_ponder.training.optim import build_scheduler
     from megatron_ponder.training.trainer import TrainState
 
-    optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train)
+    engine = build_engine(cfg, model)
+    scheduler = build_scheduler(engine.optimizer, cfg.train)
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(step):  # the schedule position matches the data position
             scheduler.step()
     checkpointer = Checkpointer(Path(checkpoints_dir), keep=cfg.train.keep_checkpoints)
-    return checkpointer.save(step, model, optimizer, scheduler,
+    return checkpointer.save(step, engine, scheduler,
                              dataclasses.asdict(TrainState(step=step)), config_to_dict(cfg))
