@@ -163,3 +163,24 @@ def test_wrong_use_fails_fast_with_the_reason_in_the_job_log(slurm, slurm_data, 
         assert "preflight failed (the error is above); nothing was started" in log
         assert "srun" not in log
     assert not (tmp_path / "run").exists()
+
+
+def test_export_job_writes_a_hugging_face_folder_from_the_two_node_checkpoint(
+        slurm, pretrain_jobs, tmp_path):
+    """slurm/export.sbatch on the tensor-parallel-2 checkpoint of the 2-node job: one full,
+    unsharded Hugging Face folder."""
+    from safetensors import safe_open
+
+    job, output_dir = pretrain_jobs["uninterrupted"]
+    slurm.wait(job, JOB_TIMEOUT_S)
+    export = slurm.submit("slurm/export.sbatch", [str(output_dir / "checkpoints"),
+                                                  str(tmp_path / "hf")], tmp_path / "export.log")
+    info = slurm.wait(export, JOB_TIMEOUT_S)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), export.text()
+    assert (tmp_path / "hf" / "config.json").is_file()
+    shapes = {}
+    for path in (tmp_path / "hf").glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            shapes.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
+    assert shapes["model.embed_tokens.weight"] == (512, 32)  # both TP shards of the vocabulary
+    assert shapes["lm_head.weight"] == (512, 32)
