@@ -14,13 +14,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from megatron_ponder.inference.scoring import kept_steps_of
 from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
-from megatron_ponder.ponder.router import hard_rule_keeps
-
-
-def kept_steps(log_w: torch.Tensor, tau: float) -> torch.Tensor:
-    """log_w [L, B, K+1] -> K_hat [B, L], the latent steps the hard rule runs."""
-    return hard_rule_keeps(log_w, tau).sum(-1).transpose(0, 1).cpu()
 
 
 def score_batch(model, output, batch: dict) -> dict[str, float]:
@@ -30,7 +25,8 @@ def score_batch(model, output, batch: dict) -> dict[str, float]:
     loss, _ = model.loss(output, batch["labels"], batch["loss_mask"])
     n = batch["loss_mask"].sum().item()
     length = batch["tokens"].shape[1]
-    kept = kept_steps(output.log_w, cfg.ponder.tau) if output.log_w is not None else None
+    kept = kept_steps_of(output, cfg.ponder.tau)
+    kept = kept.cpu() if kept is not None else None
     return {"loss_sum": loss.item() * n, "tokens": n, "stats": model.statistics(output),
             "flops": inference_flops_per_token(shape, cfg.ponder.method, cfg.ponder.k, length, kept),
             "vanilla_flops": inference_flops_per_token(shape, "vanilla", 0, length)}
