@@ -16,7 +16,7 @@ import torch
 from megatron.core import dist_checkpointing
 
 from megatron_ponder.config import Config, config_from_dict, config_to_dict
-from megatron_ponder.training.checkpoint import Checkpointer, CheckpointError
+from megatron_ponder.training.checkpoint import Checkpointer, CheckpointError, load_sharded
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -43,15 +43,8 @@ def checkpoint_config(path: str | Path, overrides: list[str] = ()) -> Config:
 def load_model_state(model, path: str | Path) -> None:
     """Fill `model` (any layout) from the checkpoint's model tensors."""
     path = resolve_checkpoint(path)
-    try:
-        state = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(path))
-    except BaseException as err:  # CheckpointException derives from BaseException
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise CheckpointError(
-            f"cannot read the model from checkpoint {path} ({type(err).__name__}: "
-            f"{str(err)[:400]}); a shard file may be missing or the checkpoint incomplete"
-        ) from None
+    state = load_sharded({"model": model.sharded_state_dict()}, path,
+                         "a shard file may be missing or the checkpoint incomplete")
     model.load_state_dict(state["model"], strict=True)
 
 

@@ -37,6 +37,19 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def load_sharded(template: dict, path: Path, hint: str) -> dict:
+    """dist_checkpointing.load, its failures (a missing shard, another model) as a
+    CheckpointError naming the checkpoint and what to do (`hint`)."""
+    try:
+        return dist_checkpointing.load(template, str(path))
+    except BaseException as err:  # CheckpointException derives from BaseException
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model or is incomplete ({type(err).__name__}: "
+            f"{str(err)[:500]}); {hint}") from None
+
+
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(),
             "torch": torch.get_rng_state(),
@@ -161,16 +174,8 @@ class Checkpointer:
             template = sharded_state(engine, scheduler, {}, {})
             if not same_world:
                 del template["rng"]
-            try:
-                state = dist_checkpointing.load(template, str(path))
-            except BaseException as err:  # CheckpointException derives from BaseException
-                if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                    raise
-                raise CheckpointError(
-                    f"checkpoint {path} does not fit this model ({type(err).__name__}: "
-                    f"{str(err)[:500]}); resume from a checkpoint of the same model shape or "
-                    f"start a new train.output_dir"
-                ) from None
+            state = load_sharded(template, path, "resume from a checkpoint of the same model "
+                                 "shape or start a new train.output_dir")
             engine.model.load_state_dict(state["model"], strict=True)
         engine.load_optimizer_state(state["optimizer"], float(state["adam_step"]))
         scheduler.load_state_dict(state["scheduler"])
