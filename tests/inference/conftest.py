@@ -1,13 +1,3 @@
-"""Inference tests run many tiny matmuls: one thread each, as a shared 2-core machine wants
-(two threads were measured 20x slower there under load, spinning on tiny ops)."""
+"""Inference tests run many tiny matmuls: one thread each (tests/threads.py)."""
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from threads import _one_thread  # noqa: F401 (autouse fixture)

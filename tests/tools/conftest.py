@@ -9,7 +9,8 @@ import shutil
 import tempfile
 
 import pytest
-import torch
+
+from threads import _one_thread  # noqa: F401 (autouse fixture)
 
 # Offline, with a scratch Hugging Face home (remote-code modules are copied there); set at
 # collection, before anything imports transformers.
@@ -37,11 +38,3 @@ def tool_data(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tool_tokenizer(tool_data) -> str:
     return tool_data["tokenizer"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
