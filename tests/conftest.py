@@ -1,10 +1,13 @@
-"""Shared fixtures: a single-process gloo world with megatron's model-parallel groups."""
+"""Shared fixtures: a single-process gloo world with megatron's model-parallel groups, and
+a tiny tokenizer + indexed dataset (built once per session) with tiny run configs."""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
+import yaml
 
 # megatron-core warns at import that apex / Transformer Engine are absent (expected on CPU).
 warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
@@ -29,3 +32,31 @@ def build():
         return build_model(cfg)
 
     return _build
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict:
+    """The first ~300 KB of the embedded corpus, a 512-piece tokenizer, one .bin/.idx."""
+    from factories import tiny_data_files
+
+    return tiny_data_files(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture
+def tiny_run(tiny_data):
+    """tiny_run(output_dir, method=..., **train_overrides) -> Config"""
+    from megatron_ponder.config import config_from_dict
+    from tiny_runs import run_dict
+
+    return lambda output_dir, **kw: config_from_dict(run_dict(tiny_data, Path(output_dir), **kw))
+
+
+@pytest.fixture
+def tiny_recipe(tiny_data):
+    """tiny_recipe(path, output_dir, **train_overrides) -> a YAML recipe file for the CLI."""
+    from tiny_runs import run_dict
+
+    def write(path: Path, output_dir: Path, **kw) -> Path:
+        path.write_text(yaml.safe_dump(run_dict(tiny_data, Path(output_dir), **kw)))
+        return path
+    return write

@@ -1,4 +1,4 @@
-"""Tiny run configurations and metric readers shared by the training tests."""
+"""Tiny run configurations and metric readers shared by the training and fault tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from distributed import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_dict(tiny_data: dict, output_dir: Path, method: str = "ponderlm3", **train) -> dict:
