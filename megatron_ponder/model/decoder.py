@@ -62,13 +62,17 @@ class PonderDecoder(MegatronModule):
         )
         self.final_layernorm = self.output_layer = self.router = None
         if self.is_last_stage:
+            # The final norm and the head run after the stack's output is gathered: they see
+            # whole sequences, also under sequence parallelism, so every TP rank's gradient of
+            # their weights is already complete. Built sequence-parallel, the norm's weight
+            # would be marked for the TP all-reduce of partial gradients and summed TP times.
+            whole_sequence = dataclasses.replace(config, sequence_parallel=False)
             self.final_layernorm = build_module(
-                spec.submodules.input_layernorm, config=config, hidden_size=m.hidden_size,
+                spec.submodules.input_layernorm, config=whole_sequence, hidden_size=m.hidden_size,
                 eps=m.norm_eps,
             )
-            # The head reads whole sequences (fused slots), also under sequence parallelism.
             self.output_layer = tensor_parallel.ColumnParallelLinear(
-                m.hidden_size, m.vocab_size, config=dataclasses.replace(config, sequence_parallel=False), init_method=config.init_method,
+                m.hidden_size, m.vocab_size, config=whole_sequence, init_method=config.init_method,
                 bias=False, gather_output=False, tp_group=self.tp_group,
             )
             if p.method in USES_ROUTER:
