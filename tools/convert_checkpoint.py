@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Convert checkpoints: reshard a trainer checkpoint to another tensor-parallel layout, or
-import a Hugging Face export (tools/export_hf.py) back into a trainer checkpoint.
+"""Convert checkpoints: reshard a trainer checkpoint to another tensor x pipeline-parallel
+layout, or import a Hugging Face export (tools/export_hf.py) back into a trainer checkpoint.
 
 Examples:
-    python tools/convert_checkpoint.py reshard runs/a runs/a_tp2 --tensor-parallel 2
+    python tools/convert_checkpoint.py reshard runs/a runs/a_tp2pp2 --tensor-parallel 2 \
+        --pipeline-parallel 2
     python tools/convert_checkpoint.py import-hf exports/demo-hf runs/from_hf
 
 reshard loads model and optimizer state through megatron dist_checkpointing at the target
-layout (one process per rank; started with torchrun automatically) and saves them there,
-with the run's data position and schedule. import-hf writes the export's weights bitwise
+layout (TP x PP processes, started with torchrun automatically) and saves them there, with
+the run's data position and schedule. The data-parallel size and the engine (megatron or
+DeepSpeed ZeRO 1-3) need no conversion: every engine stores the same per-parameter state,
+and any data-parallel size loads it. import-hf writes the export's weights bitwise
 (vanilla embeddings within one float32 rounding: Llama has no embedding multiplier, so the
 export folds it in) with a fresh optimizer state at data position --step. The output is a
 run directory: resume it with train.output_dir=OUTPUT.
@@ -31,10 +34,11 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     sub = parser.add_subparsers(dest="command", required=True)
-    reshard = sub.add_parser("reshard", help="trainer checkpoint -> another TP layout")
+    reshard = sub.add_parser("reshard", help="trainer checkpoint -> another TP x PP layout")
     reshard.add_argument("input", help="step directory, checkpoints/ directory or run directory")
     reshard.add_argument("output", help="run directory to write (must not hold checkpoints)")
     reshard.add_argument("--tensor-parallel", type=int, required=True)
+    reshard.add_argument("--pipeline-parallel", type=int, default=1)
     imp = sub.add_parser("import-hf", help="Hugging Face export -> trainer checkpoint")
     imp.add_argument("input", help="folder written by tools/export_hf.py")
     imp.add_argument("output", help="run directory to write (must not hold checkpoints)")
@@ -49,21 +53,34 @@ def _refuse_existing(output: Path) -> None:
         raise ConfigError(f"{output}/checkpoints already exists: choose a new output directory")
 
 
+def _layout(args) -> dict:
+    return {"tensor_model_parallel_size": args.tensor_parallel,
+            "pipeline_model_parallel_size": args.pipeline_parallel}
+
+
+def _target(args):
+    """(source step directory, its config at the target layout); a layout the model does not
+    divide into (heads, vocabulary, layers) is a ConfigError naming the field."""
+    from megatron_ponder.inference.checkpoint_io import checkpoint_config, resolve_checkpoint
+
+    source = resolve_checkpoint(args.input)
+    return source, checkpoint_config(source, [f"parallel.{k}={v}" for k, v in _layout(args).items()])
+
+
 def reshard(args) -> None:
     from megatron_ponder.config import ConfigError
-    from megatron_ponder.inference.checkpoint_io import checkpoint_config, resolve_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
     from megatron_ponder.training.checkpoint import Checkpointer
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.optim import build_scheduler
 
-    source = resolve_checkpoint(args.input)
-    cfg = checkpoint_config(source, [f"parallel.tensor_model_parallel_size={args.tensor_parallel}"])
+    source, cfg = _target(args)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world != args.tensor_parallel:
-        raise ConfigError(f"--tensor-parallel {args.tensor_parallel} needs that many processes, "
-                          f"this is one of {world}")
+    if world != _processes(args):
+        raise ConfigError(f"--tensor-parallel {args.tensor_parallel} x --pipeline-parallel "
+                          f"{args.pipeline_parallel} needs {_processes(args)} processes, this is "
+                          f"one of {world}")
     initialize_parallel(cfg)
     model = build_model(cfg)
     engine = build_engine(cfg, model)
@@ -71,7 +88,7 @@ def reshard(args) -> None:
     step = int(source.name.split("_")[1])
     common = Checkpointer(source.parent, keep=1).load(step, engine, scheduler)
     config = dict(common["config"])
-    config["parallel"] = {**config.get("parallel", {}), "tensor_model_parallel_size": args.tensor_parallel}
+    config["parallel"] = {**config.get("parallel", {}), **_layout(args)}
     Checkpointer(Path(args.output) / "checkpoints", keep=cfg.train.keep_checkpoints).save(
         step, engine, scheduler, common["train_state"], config)
 
@@ -95,14 +112,14 @@ def import_hf(args) -> Path:
     return save_training_checkpoint(model, cfg, Path(args.output) / "checkpoints", args.step)
 
 
+def _processes(args) -> int:
+    """One process per target rank: the data-parallel size of the conversion is 1."""
+    return args.tensor_parallel * args.pipeline_parallel
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    if args.command == "reshard" and args.tensor_parallel > 1 and "WORLD_SIZE" not in os.environ:
-        # One process per target rank: relaunch under torchrun (gloo on CPU, nccl on GPU).
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc-per-node={args.tensor_parallel}", str(Path(__file__).resolve()), *argv]
-        return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
     from megatron_ponder.config import ConfigError
@@ -110,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _refuse_existing(Path(args.output))
+        if args.command == "reshard" and _processes(args) > 1 and "WORLD_SIZE" not in os.environ:
+            _target(args)  # bad input: exit 2 here, before any process starts
+            # Relaunch under torchrun, one process per target rank (gloo on CPU, nccl on GPU).
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                       f"--nproc-per-node={_processes(args)}", str(Path(__file__).resolve()), *argv]
+            return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
         if args.command == "reshard":
             reshard(args)
         else:

@@ -1,4 +1,4 @@
-"""tools/convert_checkpoint.py: HF import round trip (exact), TP resharding (exact)."""
+"""tools/convert_checkpoint.py: HF import round trip (exact), TP x PP resharding (exact)."""
 
 import sys
 from pathlib import Path
@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoints import make_checkpoint
+from checkpoints import make_checkpoint, tiny_tool_config
 from megatron_ponder.inference.checkpoint_io import checkpoint_config, load_model
+from megatron_ponder.model import build_model
+from megatron_ponder.parallel import initialize_parallel
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 sys.path.insert(0, str(TOOLS))
@@ -49,17 +51,81 @@ def test_import_refuses_a_foreign_folder(tmp_path, capsys):
     assert "only folders written by tools/export_hf.py" in capsys.readouterr().err
 
 
-def test_reshard_to_tp2_and_back_is_exact(tmp_path, tool_tokenizer):
-    run, model = make_checkpoint(tmp_path, tool_tokenizer)
-    before = parameters(model)
-    assert convert_tool.main(["reshard", str(run), str(tmp_path / "tp2"), "--tensor-parallel", "2"]) == 0
-    tp2 = next((tmp_path / "tp2/checkpoints").glob("step_*"))
+def trained_run(root: Path, tokenizer: str) -> Path:
+    """A TP-1 run at step 2 whose AdamW moments and schedule have moved (two real steps), so
+    the round trip is checked on non-trivial optimizer state too."""
+    from megatron_ponder.config import config_to_dict
+    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.training.engines import build_engine
+    from megatron_ponder.training.optim import build_scheduler
+
+    cfg = tiny_tool_config(tokenizer)
+    initialize_parallel(cfg)
+    model = build_model(cfg)
+    engine = build_engine(cfg, model)
+    scheduler = build_scheduler(engine.optimizer, cfg.train)
+    tokens = torch.randint(0, 512, (2, 17), generator=torch.Generator().manual_seed(0))
+    for step in range(2):
+        loss, _ = model.loss(model(tokens[:, :-1], step=step), tokens[:, 1:])
+        engine.backward(loss)
+        engine.step(loss_is_finite=True)
+        scheduler.step()
+        engine.zero_grad()
+    Checkpointer(root / "checkpoints", keep=1).save(2, engine, scheduler,
+                                                    {"step": 2, "consecutive_skips": 0,
+                                                     "skipped_steps": 0}, config_to_dict(cfg))
+    return root
+
+
+def contents(run: Path) -> dict[str, torch.Tensor]:
+    """Everything a resume restores, loaded in this process (TP 1): parameters, AdamW moments
+    per parameter, AdamW's step, the schedule position and the train state."""
+    from megatron_ponder.inference.checkpoint_io import resolve_checkpoint
+    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.training.engines import build_engine
+    from megatron_ponder.training.optim import build_scheduler
+
+    cfg = checkpoint_config(run)
+    initialize_parallel(cfg)
+    model = build_model(cfg)
+    engine = build_engine(cfg, model)
+    scheduler = build_scheduler(engine.optimizer, cfg.train)
+    path = resolve_checkpoint(run)
+    common = Checkpointer(path.parent, keep=1).load(int(path.name.split("_")[1]), engine, scheduler)
+    out = parameters(model)
+    for name, param in model.named_parameters():
+        for moment in ("exp_avg", "exp_avg_sq"):
+            out[f"{moment}.{name}"] = engine.optimizer.state[param][moment].clone()
+        out[f"adam_step.{name}"] = engine.optimizer.state[param]["step"].clone()
+    out["scheduler_epoch"] = torch.tensor(scheduler.last_epoch)
+    out["train_step"] = torch.tensor(common["train_state"]["step"])
+    return out
+
+
+def test_reshard_tp2_pp2_to_tp1_and_back_is_exact(tmp_path, tool_tokenizer):
     from megatron.core import dist_checkpointing
-    common = dist_checkpointing.load_common_state_dict(str(tp2))
-    assert common["config"]["parallel"]["tensor_model_parallel_size"] == 2
-    assert common["world_size"] == 2
-    assert convert_tool.main(["reshard", str(tmp_path / "tp2"), str(tmp_path / "tp1"),
-                              "--tensor-parallel", "1"]) == 0
-    back, _ = load_model(tmp_path / "tp1", device="cpu")
-    after = parameters(back)
-    assert all(torch.equal(before[n], after[n]) for n in before)
+
+    original = contents(trained_run(tmp_path / "tp1_original", tool_tokenizer))
+    assert original["exp_avg_sq.decoder.router.net.weight"].abs().max() > 0  # moments moved
+    layouts = [("tp2pp2", 2, 2), ("tp1", 1, 1), ("tp2pp2_again", 2, 2)]
+    source = tmp_path / "tp1_original"
+    for name, tp, pp in layouts:
+        assert convert_tool.main(["reshard", str(source), str(tmp_path / name), "--tensor-parallel",
+                                  str(tp), "--pipeline-parallel", str(pp)]) == 0
+        common = dist_checkpointing.load_common_state_dict(str(tmp_path / name / "checkpoints/step_0000002"))
+        assert common["world_size"] == tp * pp  # written by that many ranks
+        assert (common["config"]["parallel"]["tensor_model_parallel_size"],
+                common["config"]["parallel"]["pipeline_model_parallel_size"]) == (tp, pp)
+        back = contents(tmp_path / name)
+        assert back.keys() == original.keys()
+        for key in original:
+            assert torch.equal(original[key], back[key]), (name, key)
+        source = tmp_path / name
+
+
+def test_reshard_refuses_a_layout_the_model_does_not_divide(tmp_path, tool_tokenizer, capsys):
+    run, _ = make_checkpoint(tmp_path, tool_tokenizer)  # 2 layers, 2 query groups
+    assert convert_tool.main(["reshard", str(run), str(tmp_path / "pp4"), "--tensor-parallel", "1",
+                              "--pipeline-parallel", "4"]) == 2
+    assert "model.num_layers" in capsys.readouterr().err
+    assert not (tmp_path / "pp4").exists()
