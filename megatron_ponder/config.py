@@ -6,6 +6,7 @@ field (as a dotted path) and what would be valid.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -382,17 +383,49 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def config_from_dict(data: dict, overrides: list[str] = ()) -> Config:
-    data = dict(data)
+    data = copy.deepcopy(data)  # overrides must not write into the caller's (shared) mappings
     for text in overrides:
         _set_dotted(data, *parse_override(text))
     return _build(Config, data, "").validate()
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+def merge_recipes(base: dict, overlay: dict) -> dict:
+    """`overlay` on top of `base`: mappings merge key by key, any other value (a list too)
+    replaces the base's. The one way recipes compose (a recipe's `base:`, sweep grids)."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = merge_recipes(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's mapping with its `base:` resolved: `base: FILE` (relative to the file
+    that names it) is read first, recursively, and this file's values override it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+        where = f" (the base of {_seen[-1]})" if _seen else ""
+        raise ConfigError(f"recipe file {path} does not exist{where}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{_seen[-1]}: base {path} makes a cycle of recipe bases")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base={base!r} must be the path of another recipe file")
+    return merge_recipes(read_recipe(path.parent / base, (*_seen, path.resolve())), data)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    data = read_recipe(path)
     try:
         return config_from_dict(data, overrides)
     except ConfigError as err:

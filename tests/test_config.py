@@ -82,3 +82,30 @@ def test_scientific_notation_without_a_dot_is_a_float():
     assert cfg.ponder.tau == 1e-3 and cfg.train.lr == 3e-4
     with pytest.raises(ConfigError, match="ponder.tau='1e-3x' has the wrong type"):
         config_from_dict({"ponder": {"tau": "1e-3x"}})
+
+
+def test_a_recipe_overrides_its_base_key_by_key(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "root.yaml").write_text(
+        "model: {hidden_size: 64, num_layers: 3}\nponder: {jacobi_train: [2, 3], k: 2}\nseed: 9\n")
+    (tmp_path / "shared" / "size.yaml").write_text("base: root.yaml\nmodel: {num_layers: 4}\n")
+    (tmp_path / "run.yaml").write_text(
+        "base: shared/size.yaml\nponder: {jacobi_train: [3], method: vanilla}\n")
+    cfg = load_config(tmp_path / "run.yaml", ["model.hidden_size=32"])
+    assert (cfg.model.hidden_size, cfg.model.num_layers) == (32, 4)  # override, then the nearest base
+    assert (cfg.ponder.k, cfg.ponder.jacobi_train, cfg.ponder.method) == (2, [3], "vanilla")
+    assert cfg.seed == 9  # from the root base, two files up the chain
+
+
+@pytest.mark.parametrize("files, match", [
+    ({"run.yaml": "base: missing.yaml\n"}, r"recipe file .*missing.yaml does not exist \(the base of"),
+    ({"run.yaml": "base: other.yaml\n", "other.yaml": "base: run.yaml\n"}, "cycle of recipe bases"),
+    ({"run.yaml": "base: [a.yaml]\n"}, r"run.yaml: base=\['a.yaml'\] must be the path"),
+    ({"run.yaml": "base: b.yaml\n", "b.yaml": "model: {hidden_size: x}\n"},
+     r"run.yaml: model.hidden_size='x' has the wrong type"),
+])
+def test_bad_recipe_bases_are_named(tmp_path, files, match):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(tmp_path / "run.yaml")

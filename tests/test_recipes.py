@@ -55,7 +55,7 @@ PINNED = {  # the same numbers, written out
 
 
 def recipe(size: str, method: str) -> Path:
-    return RECIPES_DIR / "paper" / f"{size}_{method}.yaml"
+    return RECIPES_DIR / "paper" / size / f"{method}.yaml"
 
 
 def test_every_paper_recipe_exists():

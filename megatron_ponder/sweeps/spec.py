@@ -5,7 +5,8 @@
     prepare:                               # optional: build the tokenizer + indexed dataset that
       input: data/tinyshakespeare.txt      #   base.data names, if they are missing ("embedded" =
       vocab_size: 512                      #   the package's own corpus)
-    base: {model: ..., data: ..., train: ...}   # a training config every run starts from
+    base: {model: ..., data: ..., train: ...}   # a training config every run starts from, or
+                                           #   the path of a recipe file (relative to this file)
     sizes: {h64: {hidden_size: 64, ...}}   # named model.* overrides
     seeds: [1, 2]
     grid:                                  # each entry: the product of its listed values
@@ -19,7 +20,6 @@ index of a run is its position in that order (a Slurm array task id).
 
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from megatron_ponder.config import Config, ConfigError, config_from_dict
+from megatron_ponder.config import Config, ConfigError, config_from_dict, merge_recipes, read_recipe
 
 TOP_KEYS = ("name", "output_dir", "prepare", "base", "sizes", "seeds", "grid", "eval")
 GRID_KEYS = ("size", "method", "k", "lambda")
@@ -166,11 +166,10 @@ def _grid_points(path: Path, grid: Any, sizes: dict, seeds: list[int]) -> list[d
 
 
 def _config_for(path: Path, where: str, base: dict, size: dict, point: dict) -> Config:
-    data = copy.deepcopy(base)
-    data.setdefault("model", {}).update(size)
-    data.setdefault("ponder", {}).update(method=point["method"], k=point["k"],
-                                         compute_penalty=point["lambda"])
-    data["seed"] = point["seed"]
+    data = merge_recipes(base, {
+        "model": size, "seed": point["seed"],
+        "ponder": {"method": point["method"], "k": point["k"], "compute_penalty": point["lambda"]},
+    })
     try:
         return config_from_dict(data)
     except (ConfigError, TypeError) as err:
@@ -198,8 +197,15 @@ def load_sweep(path: str | Path) -> Sweep:
     for key in ("name", "output_dir"):
         if not isinstance(data[key], str) or not data[key]:
             _fail(path, key, f"={data[key]!r} must be a non-empty string")
-    if not isinstance(data["base"], dict):
-        _fail(path, "base", "must be a mapping (a training config: model, data, train, ...)")
+    base = data["base"]
+    if isinstance(base, str):  # a recipe file, relative to the sweep file
+        try:
+            base = read_recipe(path.parent / base)
+        except ConfigError as err:
+            _fail(path, "base", f"={data['base']!r}: {err}")
+    if not isinstance(base, dict):
+        _fail(path, "base", "must be a mapping (a training config: model, data, train, ...) or "
+              "the path of a recipe file")
     sizes = data["sizes"]
     if (not isinstance(sizes, dict) or not sizes
             or not all(isinstance(v, dict) for v in sizes.values())):
@@ -214,7 +220,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if rid in seen:
             _fail(path, where, f"repeats run {rid} (already from {seen[rid]})")
         seen[rid] = where
-        config = _config_for(path, where, data["base"], sizes[point["size"]], point)
+        config = _config_for(path, where, base, sizes[point["size"]], point)
         runs.append(RunSpec(len(runs), rid, point, config))
     output_dir = Path(data["output_dir"])
     for run in runs:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from sweep_files import sweep_dict, write_sweep
 
 from megatron_ponder.sweeps.runner import run_one, status, submit_command
@@ -108,3 +109,16 @@ def test_a_run_held_by_another_worker_is_skipped_not_trained(tmp_path):
         holder.kill()
         holder.wait()
     assert status(sweep, run) == "pending"
+
+
+def test_base_may_be_a_recipe_file_composed_like_recipes(tmp_path):
+    data = sweep_dict(tmp_path / "out", tmp_path / "text.txt", tmp_path / "data")
+    inline = load_sweep(write_sweep(tmp_path / "inline.yaml", data))
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "tiny.yaml").write_text(yaml.safe_dump(data["base"]))
+    data["base"] = "recipes/tiny.yaml"  # relative to the sweep file
+    from_file = load_sweep(write_sweep(tmp_path / "sweep.yaml", data))
+    assert [r.config for r in from_file.runs] == [r.config for r in inline.runs]
+    data["base"] = "recipes/missing.yaml"
+    with pytest.raises(SweepError, match=r"sweep.yaml: base ='recipes/missing.yaml': recipe file .* does not exist"):
+        load_sweep(write_sweep(tmp_path / "sweep.yaml", data))
