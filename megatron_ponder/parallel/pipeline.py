@@ -240,4 +240,6 @@ def pipeline_step(model, batches: list[dict], step: int, autocast: Callable, *, 
     loss_mask) through this rank's stage. Gradients accumulate into the parameters as for
     one backward of the mean loss over the micro-batches."""
     programs = [model.program(b["tokens"], step=step, jacobi=jacobi) for b in batches]
+    for program in programs:
+        program.reuse_embeddings = False  # every unit is its own autograd graph
     return PipelineSchedule(model, programs, batches, autocast, train, score).run()

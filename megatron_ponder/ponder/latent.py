@@ -57,7 +57,7 @@ class LatentThoughtsProgram(PassProgram):
 
     def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
         latents = [] if carry is None else list(carry[0].unbind(0))
-        hidden = interleave([self.backbone.embed(self.tokens), *latents])
+        hidden = interleave([self.token_embeddings(), *latents])
         bias = (slot_key_bias(self._key_log_w(carry[1]), self.passes[p])
                 if self.has_key_bias(p) else None)
         return PassInput(hidden, bias)

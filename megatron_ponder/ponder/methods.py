@@ -22,7 +22,7 @@ class VanillaProgram(PassProgram):
     passes = [1]
 
     def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
-        return PassInput(self.backbone.embed(self.tokens), None)
+        return PassInput(self.token_embeddings(), None)
 
     def last_stage_output(self, p: int, hidden: torch.Tensor) -> PonderOutput:
         return PonderOutput(self.backbone.lm_logits(self.backbone.final_norm(hidden)), [1])
@@ -39,7 +39,7 @@ class PonderLM1Program(PassProgram):
         return [(self.num_tokens, self.batch_size, self.backbone.local_vocab_size)]
 
     def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
-        inputs = self.backbone.embed(self.tokens)
+        inputs = self.token_embeddings()
         if carry is not None:
             inputs = inputs + self.backbone.expected_embedding(carry[0])
         return PassInput(inputs, None)
@@ -60,7 +60,7 @@ class LoopProgram(PassProgram):
         return [(self.num_tokens, self.batch_size, self.backbone.hidden_size)]
 
     def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
-        return PassInput(self.backbone.embed(self.tokens) if carry is None else carry[0], None)
+        return PassInput(self.token_embeddings() if carry is None else carry[0], None)
 
     def last_stage_output(self, p: int, hidden: torch.Tensor) -> Carry | PonderOutput:
         if not self.is_final(p):
@@ -76,7 +76,7 @@ class PauseProgram(PassProgram):
         self.passes = [k + 1]
 
     def first_stage_input(self, p: int, carry: Carry | None) -> PassInput:
-        embeddings = self.backbone.embed(self.tokens)
+        embeddings = self.token_embeddings()
         pause = self.backbone.pause_inputs(embeddings)
         return PassInput(interleave([embeddings] + [pause] * self.k), None)
 

@@ -34,10 +34,30 @@ class PassProgram:
     passes: list[int]
     # Passes before this index run without autograd (the truncated-gradient option).
     first_pass_with_grad: int = 0
+    # One embedding lookup serves every pass (see token_embeddings). The pipeline turns this
+    # off: each of its units is a separate autograd graph, and a node shared between units
+    # would be freed by the first unit's backward.
+    reuse_embeddings: bool = True
 
     def __init__(self, backbone: Backbone, tokens: torch.Tensor):
         self.backbone = backbone
         self.tokens = tokens
+        self._embeddings: torch.Tensor | None = None
+
+    def token_embeddings(self) -> torch.Tensor:
+        """The scaled token embeddings [L, B, H] that every pass's token slots read.
+
+        They cannot change between passes, so they are looked up once: one lookup (an
+        all-reduce under tensor parallelism) and one embedding backward per step instead of
+        one per pass (each of those writes a dense vocabulary-sized gradient). The values are
+        bitwise the same; the embedding gradient sums the passes in another order. A lookup
+        made without autograd (a truncated pass) is redone once a pass needs the gradient.
+        """
+        cached = self._embeddings
+        if (not self.reuse_embeddings or cached is None
+                or (torch.is_grad_enabled() and not cached.requires_grad)):
+            cached = self._embeddings = self.backbone.embed(self.tokens)
+        return cached
 
     @property
     def num_tokens(self) -> int:
