@@ -50,6 +50,11 @@ class ModelConfig:
     norm_eps: float = 1e-5
     # None -> PonderLM-2's sqrt(2 / (5 H)).
     init_std: float | None = None
+    # Biases on the query, key and value projections (Qwen2); no other linear has one.
+    qkv_bias: bool = False
+    # Token embeddings are multiplied by this; None -> PonderLM-2's sqrt(2.5 H). Imported
+    # Llama-family checkpoints use 1.0, their own (docs/decisions.md, "Bring your own model").
+    embedding_scale: float | None = None
 
     @property
     def ffn_size(self) -> int:
@@ -64,6 +69,12 @@ class ModelConfig:
     @property
     def std(self) -> float:
         return self.init_std if self.init_std is not None else math.sqrt(2 / (5 * self.hidden_size))
+
+    @property
+    def embed_scale(self) -> float:
+        if self.embedding_scale is not None:
+            return self.embedding_scale
+        return math.sqrt(2.5 * self.hidden_size)
 
 
 @dataclass
@@ -203,6 +214,7 @@ def validate(cfg: Config) -> None:
     _require(m.std > 0, "model.init_std", m.init_std, "must be > 0 or null")
     _require(m.norm_eps > 0, "model.norm_eps", m.norm_eps, "must be > 0")
     _require(m.rotary_base > 1, "model.rotary_base", m.rotary_base, "must be > 1")
+    _require(m.embed_scale > 0, "model.embedding_scale", m.embedding_scale, "must be > 0 or null")
 
     _require(p.method in METHODS, "ponder.method", p.method, f"valid values: {', '.join(METHODS)}")
     _require(p.k >= 0, "ponder.k", p.k, "must be >= 0 (number of pondering steps)")

@@ -1,20 +1,29 @@
 #!/usr/bin/env python3
 """Convert checkpoints: reshard a trainer checkpoint to another tensor x pipeline-parallel
-layout, or import a Hugging Face export (tools/export_hf.py) back into a trainer checkpoint.
+layout, or import a Hugging Face folder (a stock Llama-family model, or our own export) into
+a trainer run directory.
 
 Examples:
     python tools/convert_checkpoint.py reshard runs/a runs/a_tp2pp2 --tensor-parallel 2 \
         --pipeline-parallel 2
+    python tools/convert_checkpoint.py import-hf /models/llama runs/llama_ponder \
+        --recipe recipes/continue_cpu.yaml --method ponderlm3 --k 3 train.steps=1000
     python tools/convert_checkpoint.py import-hf exports/demo-hf runs/from_hf
 
 reshard loads model and optimizer state through megatron dist_checkpointing at the target
 layout (TP x PP processes, started with torchrun automatically) and saves them there, with
 the run's data position and schedule. The data-parallel size and the engine (megatron or
 DeepSpeed ZeRO 1-3) need no conversion: every engine stores the same per-parameter state,
-and any data-parallel size loads it. import-hf writes the export's weights bitwise
-(vanilla embeddings within one float32 rounding: Llama has no embedding multiplier, so the
-export folds it in) with a fresh optimizer state at data position --step. The output is a
-run directory: resume it with train.output_dir=OUTPUT.
+and any data-parallel size loads it.
+
+import-hf with --recipe reads a LlamaForCausalLM, MistralForCausalLM (full attention) or
+Qwen2ForCausalLM folder (safetensors, one file or sharded): the architecture from its
+config.json, everything else from the recipe; what the decoder cannot represent is refused
+naming the field. It writes OUTPUT/config.yaml and a checkpoint at data position --step with
+a fresh optimizer state; parameters the method adds (PonderLM-3's router: zero) start as in
+pretraining. Without --recipe it imports a folder written by tools/export_hf.py exactly
+(vanilla embeddings within one float32 rounding where the export folded sqrt(2.5 H) in).
+Train the result with: python -m megatron_ponder.train OUTPUT/config.yaml
 """
 
 from __future__ import annotations
@@ -39,11 +48,23 @@ def parse_args(argv):
     reshard.add_argument("output", help="run directory to write (must not hold checkpoints)")
     reshard.add_argument("--tensor-parallel", type=int, required=True)
     reshard.add_argument("--pipeline-parallel", type=int, default=1)
-    imp = sub.add_parser("import-hf", help="Hugging Face export -> trainer checkpoint")
-    imp.add_argument("input", help="folder written by tools/export_hf.py")
+    imp = sub.add_parser("import-hf", help="Hugging Face folder -> trainer checkpoint")
+    imp.add_argument("input", help="a stock Llama / Mistral / Qwen2 folder (with --recipe), or "
+                     "a folder written by tools/export_hf.py (exact, without --recipe)")
     imp.add_argument("output", help="run directory to write (must not hold checkpoints)")
+    imp.add_argument("overrides", nargs="*", help="recipe overrides section.key=value")
+    imp.add_argument("--recipe", help="recipe for everything but the architecture, which comes "
+                     "from the folder's config.json")
+    imp.add_argument("--method", help="ponder.method of the run (default: the recipe's)")
+    imp.add_argument("--k", type=int, help="ponder.k of the run (default: the recipe's)")
     imp.add_argument("--step", type=int, default=0, help="data position the run resumes at")
-    return parser.parse_args(argv)
+    # Overrides may follow the options (argparse alone would take them only before).
+    args, rest = parser.parse_known_args(argv)
+    if rest and (args.command != "import-hf" or any(a.startswith("-") or "=" not in a for a in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    return args
 
 
 def _refuse_existing(output: Path) -> None:
@@ -93,23 +114,57 @@ def reshard(args) -> None:
         step, engine, scheduler, common["train_state"], config)
 
 
+def _stock_checkpoint(args):
+    """(run config, its parameters, notes) of a stock Llama/Mistral/Qwen2 folder."""
+    from megatron_ponder.export.hf_folder import read_config, read_weights
+    from megatron_ponder.export.hf_import import stock_config, stock_state, tied_embeddings
+
+    folder = Path(args.input)
+    hf = read_config(folder)
+    cfg, notes = stock_config(hf, folder, args.recipe, args.output, args.method, args.k,
+                              args.overrides)
+    return cfg, stock_state(read_weights(folder), cfg, tied_embeddings(hf)), notes
+
+
 def import_hf(args) -> Path:
+    import dataclasses
+
+    import yaml
+
+    from megatron_ponder.config import ConfigError, ParallelConfig, config_to_dict
     from megatron_ponder.export.hf_export import read_hf_export
     from megatron_ponder.inference.checkpoint_io import save_training_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.model.tp_shards import load_full_state
     from megatron_ponder.parallel import initialize_parallel
 
-    cfg, state = read_hf_export(args.input)
-    initialize_parallel(cfg)
-    model = build_model(cfg)
-    expected = {name for name, _ in model.named_parameters()}
-    if set(state) != expected:
-        from megatron_ponder.config import ConfigError
+    if args.recipe is None:
+        if args.method is not None or args.k is not None or args.overrides:
+            raise ConfigError("--method, --k and recipe overrides need --recipe RECIPE")
+        cfg, state = read_hf_export(args.input)
+        notes = []
+    else:
+        cfg, state, notes = _stock_checkpoint(args)
+    # Built and saved by this one process (TP 1); the run loads it at its recipe's layout.
+    single = dataclasses.replace(cfg, parallel=ParallelConfig())
+    initialize_parallel(single)
+    model = build_model(single)
+    full = {name: param.detach().clone() for name, param in model.named_parameters()}
+    added = sorted(set(full) - set(state))
+    if set(state) - set(full) or (args.recipe is None and added):
         raise ConfigError(f"{args.input}: the weights do not fit the config (missing "
-                          f"{sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]})")
-    load_full_state(model, state)
-    return save_training_checkpoint(model, cfg, Path(args.output) / "checkpoints", args.step)
+                          f"{added[:3]}, unexpected {sorted(set(state) - set(full))[:3]})")
+    load_full_state(model, {**full, **state})
+    path = save_training_checkpoint(model, single, Path(args.output) / "checkpoints", args.step)
+    if args.recipe is not None:
+        (Path(args.output) / "config.yaml").write_text(
+            yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        for note in notes:
+            print(f"note: {note}")
+        print(f"imported as {cfg.ponder.method} (K={cfg.ponder.k}); parameters the method adds, "
+              f"initialised as in pretraining: {', '.join(added) or 'none'}")
+        print(f"continue with: python -m megatron_ponder.train {args.output}/config.yaml")
+    return path
 
 
 def _processes(args) -> int:

@@ -1,6 +1,7 @@
 """Trainer checkpoint -> Hugging Face folder, and back (tools/export_hf.py, convert_checkpoint.py).
 
-The folder: config.json (PonderLMConfig with auto_map, or a plain LlamaConfig for vanilla;
+The folder: config.json (PonderLMConfig with auto_map, or a plain LlamaConfig / Qwen2Config
+(QKV biases) for vanilla;
 the project config rides along as `megatron_ponder_config` for an exact import), the
 weights as model.safetensors, modeling_ponder.py (this package's standalone file) and the
 sentencepiece tokenizer converted to a transformers tokenizer. Written into DIR.tmp and
@@ -36,20 +37,34 @@ def _common(cfg: Config, eod_id: int) -> dict:
                 megatron_ponder_config=config_to_dict(cfg))
 
 
-def hf_config(cfg: Config, eod_id: int):
-    """The transformers config object for `cfg` (Llama for vanilla, PonderLMConfig otherwise)."""
-    if cfg.ponder.method == "vanilla":
-        from transformers import LlamaConfig
+def _plain_config(cfg: Config, eod_id: int):
+    """vanilla: Llama, or Qwen2 where the model has QKV biases (Llama's attention_bias would
+    add an output-projection bias too)."""
+    if cfg.model.qkv_bias:
+        from transformers import Qwen2Config
 
-        config = LlamaConfig(rope_theta=cfg.model.rotary_base, attention_bias=False, mlp_bias=False,
+        config = Qwen2Config(rope_theta=cfg.model.rotary_base, use_sliding_window=False,
                              **_common(cfg, eod_id))
-        config.architectures = ["LlamaForCausalLM"]
+        config.architectures = ["Qwen2ForCausalLM"]
         return config
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(rope_theta=cfg.model.rotary_base, attention_bias=False, mlp_bias=False,
+                         **_common(cfg, eod_id))
+    config.architectures = ["LlamaForCausalLM"]
+    return config
+
+
+def hf_config(cfg: Config, eod_id: int):
+    """The transformers config object for `cfg` (Llama / Qwen2 for vanilla, PonderLMConfig
+    otherwise)."""
+    if cfg.ponder.method == "vanilla":
+        return _plain_config(cfg, eod_id)
     from megatron_ponder.export.modeling_ponder import PonderLMConfig
 
     p = cfg.ponder
     config = PonderLMConfig(rope_theta=cfg.model.rotary_base,
-                            embedding_scale=hf_weights.embedding_scale(cfg),
+                            embedding_scale=cfg.model.embed_scale, qkv_bias=cfg.model.qkv_bias,
                             ponder_method=p.method, ponder_k=p.k, ponder_tau=p.tau,
                             ponder_jacobi=p.jacobi_eval, ponder_latent_init=p.latent_init,
                             ponder_router=p.router, **_common(cfg, eod_id))
@@ -118,8 +133,9 @@ def read_hf_export(folder: str | Path) -> tuple[Config, dict[str, torch.Tensor]]
                               f"is missing")
     saved = json.loads(config_file.read_text()).get("megatron_ponder_config")
     if saved is None:
-        raise ConfigError(f"{config_file} has no megatron_ponder_config: only folders written by "
-                          f"tools/export_hf.py can be imported")
+        raise ConfigError(f"{config_file} has no megatron_ponder_config: it was not written by "
+                          f"tools/export_hf.py; import a Llama-family checkpoint with --recipe "
+                          f"RECIPE (and --method, --k)")
     saved = dict(saved)
     saved["parallel"] = {}
     cfg = config_from_dict(saved)

@@ -3,14 +3,14 @@
 megatron's fused QKV weight is group-major: per query group, its query heads, then one key
 and one value head. Concatenating the query parts over groups gives heads in HF order, and
 HF's GQA maps query head h to kv head h // (heads / groups), as megatron does. The SwiGLU
-fc1 weight is [gate; up]. Embeddings are stored unscaled (the sqrt(2.5 H) factor is the
-config's embedding_scale), except for `vanilla`, exported as a plain LlamaForCausalLM,
-which has no embedding multiplier: there the scale is folded into the weights.
+fc1 weight is [gate; up]; a QKV bias (Qwen2) splits like the weight's rows. Embeddings are
+stored unscaled (the model's embedding scale is the config's embedding_scale), except for
+`vanilla`, exported as a plain LlamaForCausalLM / Qwen2ForCausalLM, which have no embedding
+multiplier: there the scale is folded into the weights (bitwise when it is 1, as for
+imported Llama-family checkpoints).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -23,6 +23,7 @@ _LAYER = {
     "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
     "mlp.linear_fc2.weight": "mlp.down_proj.weight",
 }
+_QKV = {"self_attention.linear_qkv.weight": "weight", "self_attention.linear_qkv.bias": "bias"}
 _TOP = {
     "decoder.final_layernorm.weight": "model.norm.weight",
     "decoder.output_layer.weight": "lm_head.weight",
@@ -36,8 +37,9 @@ _TOP = {
 }
 
 
-def embedding_scale(cfg: Config) -> float:
-    return math.sqrt(2.5 * cfg.model.hidden_size)
+def _folded_scale(cfg: Config) -> float:
+    """The factor the exported embedding carries: plain Llama/Qwen2 have no multiplier."""
+    return cfg.model.embed_scale if cfg.ponder.method == "vanilla" else 1.0
 
 
 def _qkv_split(cfg: Config) -> tuple[int, int, int]:
@@ -46,25 +48,35 @@ def _qkv_split(cfg: Config) -> tuple[int, int, int]:
     return m.kv_heads, m.num_attention_heads // m.kv_heads * head_dim, head_dim
 
 
+def _split_qkv(tensor: torch.Tensor, cfg: Config) -> list[torch.Tensor]:
+    """Fused group-major QKV weight [rows, H] or bias [rows] -> q, k, v in HF head order."""
+    groups, q_rows, head_dim = _qkv_split(cfg)
+    per_group = tensor.reshape(groups, q_rows + 2 * head_dim, *tensor.shape[1:])
+    return [part.flatten(0, 1) for part in per_group.split([q_rows, head_dim, head_dim], dim=1)]
+
+
+def _fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Inverse of `_split_qkv`."""
+    groups, q_rows, head_dim = _qkv_split(cfg)
+    parts = [t.reshape(groups, rows, *t.shape[1:]) for t, rows in ((q, q_rows), (k, head_dim), (v, head_dim))]
+    return torch.cat(parts, dim=1).flatten(0, 1)
+
+
 def to_hf(state: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
     """Full megatron parameter dict -> HF tensors (contiguous copies)."""
-    groups, q_rows, head_dim = _qkv_split(cfg)
     out = {}
     for name, tensor in state.items():
         if name == "decoder.embedding.weight":
-            scale = embedding_scale(cfg) if cfg.ponder.method == "vanilla" else 1.0
+            scale = _folded_scale(cfg)
             out["model.embed_tokens.weight"] = tensor * scale if scale != 1.0 else tensor
         elif name in _TOP:
             out[_TOP[name]] = tensor
         elif name.startswith(_PREFIX):
             index, rest = name[len(_PREFIX):].split(".", 1)
             hf = f"model.layers.{index}."
-            if rest == "self_attention.linear_qkv.weight":
-                per_group = tensor.view(groups, q_rows + 2 * head_dim, -1)
-                q, k, v = per_group.split([q_rows, head_dim, head_dim], dim=1)
-                out[hf + "self_attn.q_proj.weight"] = q.flatten(0, 1)
-                out[hf + "self_attn.k_proj.weight"] = k.flatten(0, 1)
-                out[hf + "self_attn.v_proj.weight"] = v.flatten(0, 1)
+            if rest in _QKV:
+                for proj, part in zip("qkv", _split_qkv(tensor, cfg)):
+                    out[hf + f"self_attn.{proj}_proj.{_QKV[rest]}"] = part
             elif rest == "mlp.linear_fc1.weight":
                 gate, up = tensor.chunk(2, dim=0)
                 out[hf + "mlp.gate_proj.weight"] = gate
@@ -78,33 +90,37 @@ def to_hf(state: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor
     return {k: v.detach().contiguous().clone() for k, v in out.items()}
 
 
+# Read together with the first name of their group: q_proj takes k_proj and v_proj along.
+_COMPANIONS = {"self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.k_proj.bias",
+               "self_attn.v_proj.bias", "mlp.up_proj.weight"}
+
+
 def from_hf(hf: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
     """Inverse of `to_hf`: HF tensors -> full megatron parameter dict."""
-    groups, q_rows, head_dim = _qkv_split(cfg)
     top = {v: k for k, v in _TOP.items()}
     layer = {v: k for k, v in _LAYER.items()}
+    qkv = {f"self_attn.q_proj.{kind}": meg for meg, kind in _QKV.items()}
     state = {}
     for name, tensor in hf.items():
         if name == "model.embed_tokens.weight":
-            scale = embedding_scale(cfg) if cfg.ponder.method == "vanilla" else 1.0
+            scale = _folded_scale(cfg)
             state["decoder.embedding.weight"] = tensor / scale if scale != 1.0 else tensor
         elif name in top:
             state[top[name]] = tensor
         elif name.startswith("model.layers."):
             index, rest = name[len("model.layers."):].split(".", 1)
-            meg = f"{_PREFIX}{index}."
-            if rest == "self_attn.q_proj.weight":
-                q = tensor.view(groups, q_rows, -1)
-                k = hf[f"model.layers.{index}.self_attn.k_proj.weight"].view(groups, head_dim, -1)
-                v = hf[f"model.layers.{index}.self_attn.v_proj.weight"].view(groups, head_dim, -1)
-                state[meg + "self_attention.linear_qkv.weight"] = torch.cat([q, k, v], 1).flatten(0, 1)
+            meg, hf_layer = f"{_PREFIX}{index}.", f"model.layers.{index}."
+            if rest in qkv:
+                kind = rest.rsplit(".", 1)[1]
+                state[meg + qkv[rest]] = _fuse_qkv(
+                    tensor, hf[f"{hf_layer}self_attn.k_proj.{kind}"],
+                    hf[f"{hf_layer}self_attn.v_proj.{kind}"], cfg)
             elif rest == "mlp.gate_proj.weight":
-                up = hf[f"model.layers.{index}.mlp.up_proj.weight"]
+                up = hf[f"{hf_layer}mlp.up_proj.weight"]
                 state[meg + "mlp.linear_fc1.weight"] = torch.cat([tensor, up], dim=0)
             elif rest in layer:
                 state[meg + layer[rest]] = tensor
-            elif rest not in ("self_attn.k_proj.weight", "self_attn.v_proj.weight",
-                              "mlp.up_proj.weight"):
+            elif rest not in _COMPANIONS:
                 raise KeyError(f"unexpected tensor {name} in the Hugging Face weights")
         else:
             raise KeyError(f"unexpected tensor {name} in the Hugging Face weights")

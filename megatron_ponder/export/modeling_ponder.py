@@ -34,7 +34,7 @@ class PonderLMConfig(PretrainedConfig):
 
     def __init__(self, vocab_size=256, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=None, max_position_embeddings=256,
-                 rope_theta=10000.0, rms_norm_eps=1e-5, embedding_scale=None,
+                 rope_theta=10000.0, rms_norm_eps=1e-5, embedding_scale=None, qkv_bias=False,
                  ponder_method="ponderlm3", ponder_k=3, ponder_tau=1e-4, ponder_max_steps=None,
                  ponder_jacobi=3, ponder_latent_init="growth", ponder_router="linear", **kwargs):
         self.vocab_size = vocab_size
@@ -48,6 +48,7 @@ class PonderLMConfig(PretrainedConfig):
         self.rms_norm_eps = rms_norm_eps
         # PonderLM-2's sqrt(2.5 H): token embeddings at the RMS of the fed-back hidden states.
         self.embedding_scale = embedding_scale or math.sqrt(2.5 * hidden_size)
+        self.qkv_bias = qkv_bias  # biases on q, k and v projections (Qwen2-style)
         self.ponder_method = ponder_method
         self.ponder_k = ponder_k  # K the model was trained with (router width)
         self.ponder_tau = ponder_tau  # hard-pruning threshold: the inference compute knob
@@ -96,9 +97,9 @@ class Attention(nn.Module):
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
         h = cfg.hidden_size
-        self.q_proj = nn.Linear(h, self.heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=False)
+        self.q_proj = nn.Linear(h, self.heads * self.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, h, bias=False)
 
     def forward(self, x, cos, sin, attend):

@@ -11,7 +11,6 @@ the last (the head is untied, so no weight is shared between stages).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.distributed as dist
@@ -44,8 +43,8 @@ class PonderDecoder(MegatronModule):
         self.hidden_size = m.hidden_size
         self.local_vocab_size = m.vocab_size // cfg.parallel.tensor_model_parallel_size
         # PonderLM-2: sqrt(2.5 H) puts token embeddings (std sqrt(2/(5H))) at RMS 1, the
-        # scale of the final-norm outputs that latent slots feed back in.
-        self.embedding_scale = math.sqrt(2.5 * m.hidden_size)
+        # scale of the final-norm outputs that latent slots feed back in (model.embedding_scale).
+        self.embedding_scale = m.embed_scale
         self.embedding = self.pause_embedding = None
         if self.is_first_stage:
             self.embedding = tensor_parallel.VocabParallelEmbedding(
@@ -119,7 +118,7 @@ class PonderDecoder(MegatronModule):
         return self.output_layer(hidden)[0]
 
     def expected_embedding(self, logits):
-        """sqrt(2.5 H) softmax(logits) @ E with the softmax over the TP-sharded vocabulary."""
+        """s softmax(logits) @ E (s the embedding scale), the softmax over the TP-sharded vocabulary."""
         logits = logits.float()
         shift = logits.detach().max(dim=-1, keepdim=True).values
         if dist.get_world_size(self.tp_group) > 1:

@@ -29,6 +29,7 @@ def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32
         gated_linear_unit=True,  # SwiGLU
         activation_func=F.silu,
         add_bias_linear=False,
+        add_qkv_bias=m.qkv_bias,
         hidden_dropout=0.0,
         attention_dropout=0.0,
         bias_activation_fusion=False,

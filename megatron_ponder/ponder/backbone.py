@@ -14,7 +14,7 @@ class Backbone(Protocol):
     local_vocab_size: int  # this rank's share of the vocabulary (the logits' last dim)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [B, L] -> scaled token embeddings sqrt(2.5 H) * E[x], [L, B, H]."""
+        """tokens [B, L] -> scaled token embeddings s * E[x], [L, B, H] (s = model.embed_scale)."""
 
     def run(self, inputs: torch.Tensor, position_ids: torch.Tensor,
             key_log_w: torch.Tensor | None = None, final_norm: bool = True) -> torch.Tensor:
@@ -32,7 +32,7 @@ class Backbone(Protocol):
         """[L, B, H] -> logits [L, B, V_local] (this rank's vocabulary shard)."""
 
     def expected_embedding(self, logits: torch.Tensor) -> torch.Tensor:
-        """PonderLM-1's pondering embedding: sqrt(2.5 H) * softmax(logits) @ E, [L, B, H]."""
+        """PonderLM-1's pondering embedding: s * softmax(logits) @ E, [L, B, H]."""
 
     def route(self, h0: torch.Tensor) -> torch.Tensor:
         """Router logits [L, B, K+1] from the token slots' final-norm outputs."""

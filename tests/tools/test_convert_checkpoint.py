@@ -48,7 +48,7 @@ def test_import_refuses_a_foreign_folder(tmp_path, capsys):
     (tmp_path / "hf" / "config.json").write_text("{}")
     (tmp_path / "hf" / "model.safetensors").write_bytes(b"")
     assert convert_tool.main(["import-hf", str(tmp_path / "hf"), str(tmp_path / "out")]) == 2
-    assert "only folders written by tools/export_hf.py" in capsys.readouterr().err
+    assert "not written by tools/export_hf.py" in capsys.readouterr().err
 
 
 def trained_run(root: Path, tokenizer: str) -> Path:
