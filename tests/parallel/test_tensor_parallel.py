@@ -9,15 +9,27 @@ from megatron_ponder.model import build_model
 from megatron_ponder.model.tp_shards import full_state, load_full_state
 from megatron_ponder.parallel import initialize_parallel
 
-CASES = [("ponderlm3", "augmented"), ("ponderlm3", "reference"), ("ponderlm1", "augmented")]
+# (method, attention backend, QKV biases: Qwen2-style, sharded with the QKV weight's rows)
+CASES = [("ponderlm3", "augmented", False), ("ponderlm3", "reference", False),
+         ("ponderlm1", "augmented", False), ("ponderlm2", "augmented", True)]
 STEP = 5  # training step: J is drawn from (seed, STEP) on every rank
 LOSS_TOL = 1e-5  # float32: TP changes only the order of a few reductions
 GRAD_TOL = 1e-5  # max abs, relative to the largest gradient entry of the tensor
 
 
-def config(method, backend, tp):
+def config(method, backend, qkv_bias, tp):
     return tiny_config(method, k=2, overrides=[
-        f"ponder.attention_backend={backend}", f"parallel.tensor_model_parallel_size={tp}"])
+        f"ponder.attention_backend={backend}", f"parallel.tensor_model_parallel_size={tp}",
+        f"model.qkv_bias={str(qkv_bias).lower()}"])
+
+
+def randomize_biases(model):
+    """Biases start at zero; random ones show a wrong shard in the loss."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".bias") and "router" not in name:
+                param.copy_(torch.randn(param.shape, generator=gen))
 
 
 def loss_and_grads(model, tokens, labels):
@@ -30,12 +42,12 @@ def loss_and_grads(model, tokens, labels):
 
 def tp2_worker(rank, weights, tokens, labels):
     results = {}
-    for method, backend in CASES:
-        cfg = config(method, backend, tp=2)
+    for case in CASES:
+        cfg = config(*case, tp=2)
         initialize_parallel(cfg)
         model = build_model(cfg)
-        load_full_state(model, weights[method, backend])
-        results[method, backend] = loss_and_grads(model, tokens, labels)
+        load_full_state(model, weights[case])
+        results[case] = loss_and_grads(model, tokens, labels)
     results["jacobi"] = [model.jacobi_for_step(step) for step in range(100)]
     return results
 
@@ -45,10 +57,11 @@ def test_tp2_matches_tp1_loss_gradients_and_jacobi(build):
     tokens = torch.randint(0, 64, (2, 10), generator=gen)
     labels = torch.randint(0, 64, (2, 10), generator=gen)
     weights, expected = {}, {}
-    for method, backend in CASES:
-        model = build(config(method, backend, tp=1))
-        weights[method, backend] = full_state(model)
-        expected[method, backend] = loss_and_grads(model, tokens, labels)
+    for case in CASES:
+        model = build(config(*case, tp=1))
+        randomize_biases(model)
+        weights[case] = full_state(model)
+        expected[case] = loss_and_grads(model, tokens, labels)
     ranks = run_distributed(tp2_worker, 2, weights, tokens, labels)
 
     for case in CASES:
@@ -61,10 +74,12 @@ def test_tp2_matches_tp1_loss_gradients_and_jacobi(build):
                 err = (grads2[name] - g1).abs().max().item()
                 scale = max(g1.abs().max().item(), 1e-12)
                 assert err <= GRAD_TOL * scale, (case, name, err, scale)
+        if case[2]:  # the biases exist and take gradients
+            assert grads1["decoder.decoder.layers.0.self_attention.linear_qkv.bias"].abs().max() > 1e-6
         # The router's gradient exists and is not zero: the soft mask's backward is tested.
         if case[0] == "ponderlm3":
             assert grads1["decoder.router.net.weight"].abs().max() > 1e-6
     # Proof 7: every rank draws the same J as a separate (TP 1) process with the same seed.
-    single = [build(config("ponderlm3", "augmented", tp=1)).jacobi_for_step(s) for s in range(100)]
+    single = [build(config("ponderlm3", "augmented", False, tp=1)).jacobi_for_step(s) for s in range(100)]
     assert ranks[0]["jacobi"] == ranks[1]["jacobi"] == single
     assert set(single) == {2, 3}
