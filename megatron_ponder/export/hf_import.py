@@ -112,8 +112,6 @@ def model_fields(hf: dict) -> dict:
         # Llama has no embedding multiplier: keep the checkpoint's own (decisions.md).
         "embedding_scale": 1.0,
     }
-    if hf.get("initializer_range") is not None:  # for the parameters the method adds
-        fields["init_std"] = float(hf["initializer_range"])
     return fields
 
 
@@ -130,7 +128,9 @@ def stock_config(hf: dict, folder: Path, recipe: str | Path, output_dir: str | P
     given = dict(data.get("model") or {})
     notes = [f"model.{key}: recipe {given[key]!r} -> checkpoint {value!r}"
              for key, value in arch.items() if key in given and given[key] != value]
-    data["model"] = {**given, **arch}
+    # The parameters a method adds draw at the checkpoint's init scale unless the recipe says.
+    init = {"init_std": float(hf["initializer_range"])} if hf.get("initializer_range") else {}
+    data["model"] = {**init, **given, **arch}
     data["ponder"] = dict(data.get("ponder") or {})
     if method is not None:
         data["ponder"]["method"] = method
