@@ -34,6 +34,9 @@ def parse_args(argv):
                         help="indexed dataset PREFIX (default: the checkpoint's data.prefixes)")
     parser.add_argument("--split", choices=sorted(SPLITS), default="valid")
     parser.add_argument("--samples", type=int, default=32, help="sequences to score")
+    parser.add_argument("--data-seed", type=int, default=None,
+                        help="seed of the sample order (default: the checkpoint's seed; the "
+                        "sweeps score every run with 0, so equal seeds give equal tokens)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--jacobi", type=int, default=None,
                         help="Jacobi iterations (default: ponder.jacobi_eval)")
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         samples[SPLITS[args.split]] = args.samples
         with tempfile.TemporaryDirectory(prefix="eval_ppl_index_") as cache:
             datasets = build_datasets(cfg.data, vocab_size=tokenizer.vocab_size,
-                                      eod_id=tokenizer.eod_id, seed=cfg.seed,
+                                      eod_id=tokenizer.eod_id,
+                                      seed=cfg.seed if args.data_seed is None else args.data_seed,
                                       num_samples=tuple(samples), cache_dir=cache)
             data = datasets[SPLITS[args.split]]
             if data is None or len(data) == 0:

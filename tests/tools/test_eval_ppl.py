@@ -44,3 +44,18 @@ def test_fixed_step_method_and_bad_input(tmp_path, tool_data, capsys):
     assert "tau=1.5 is invalid" in capsys.readouterr().err
     assert eval_tool.main([str(run), "--data-prefix", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_data_seed_chooses_the_samples(tmp_path, tool_data):
+    """--data-seed replaces the checkpoint's seed (3) in the sample order only: equal seeds
+    score equal tokens, so runs of different seeds can be scored on the same ones."""
+    run, _ = make_checkpoint(tmp_path, tool_data["tokenizer"], overrides=[
+        f"data.prefixes=[{tool_data['prefix']}]", "data.split=80,20,0", "data.seq_length=24"])
+
+    def loss(*extra):
+        out = tmp_path / f"ppl{len(extra)}{''.join(extra)}.json"
+        assert eval_tool.main([str(run), "--samples", "4", "--output", str(out), *extra]) == 0
+        return json.loads(out.read_text())["rows"][0]["loss"]
+
+    assert loss() == loss("--data-seed", "3")
+    assert loss("--data-seed", "0") != loss()
