@@ -49,7 +49,8 @@ class PonderLM(MegatronModule):
     def loss(self, output: PonderOutput, labels: torch.Tensor, loss_mask=None):
         return ponder_loss(self.decoder, output, labels, loss_mask, self.cfg.ponder.compute_penalty)
 
-    def statistics(self, output: PonderOutput) -> dict[str, float]:
+    def statistics(self, output: PonderOutput, loss_mask=None) -> dict[str, float]:
+        """Pondering statistics over the positions loss_mask counts (those of the penalty)."""
         if output.log_w is None:
             return {}
-        return ponder_statistics(output.log_s, output.log_w, self.cfg.ponder.tau)
+        return ponder_statistics(output.log_s, output.log_w, self.cfg.ponder.tau, loss_mask)

@@ -38,7 +38,8 @@ _WIRE_DTYPE = torch.float32
 
 @dataclass
 class PipelineResult:
-    loss: float  # mean over micro-batches (every rank)
+    loss: float  # mean objective (LM loss + penalty) over micro-batches (every rank)
+    parts: dict[str, float]  # mean of the loss parts (lm_loss, penalty) over micro-batches
     stats: dict[str, float]  # mean of the model's statistics over micro-batches
     pass_slots: list[list[int]]  # per micro-batch
     scores: list[Any]  # per micro-batch, whatever `score` returned on the last stage
@@ -96,6 +97,7 @@ class PipelineSchedule:
         self.ring = _Ring()
         self.units: dict[tuple[int, int], _Unit] = {}
         self.losses: list[float] = []
+        self.parts: list[dict[str, float]] = []
         self.stats: list[dict[str, float]] = []
         self.scores: list[Any] = []
         self.busy_s = 0.0
@@ -154,9 +156,10 @@ class PipelineSchedule:
     def _finish(self, m: int, output, unit: _Unit, grad: bool) -> None:
         batch = self.batches[m]
         with torch.set_grad_enabled(grad):
-            loss, _ = self.model.loss(output, batch["labels"], batch["loss_mask"])
+            loss, parts = self.model.loss(output, batch["labels"], batch["loss_mask"])
         self.losses.append(loss.item())
-        self.stats.append(self.model.statistics(output))
+        self.parts.append({key: value.item() for key, value in parts.items()})
+        self.stats.append(self.model.statistics(output, batch["loss_mask"]))
         if self.score is not None:
             self.scores.append(self.score(output, batch))
         unit.outputs = [loss / len(self.batches)]
@@ -215,23 +218,26 @@ class PipelineSchedule:
         return self._gather(total_s)
 
     def _gather(self, total_s: float) -> PipelineResult:
-        """The last stage's losses, statistics and scores, on every stage."""
+        """The last stage's losses, loss parts, statistics and scores, on every stage."""
         group = parallel_state.get_pipeline_model_parallel_group()
         payload = [None]
         if self.last:
-            stats = {key: sum(s[key] for s in self.stats) / len(self.stats)
-                     for key in (self.stats[0] if self.stats else {})}
-            payload = [(sum(self.losses) / len(self.losses), stats, self.scores)]
+            payload = [(sum(self.losses) / len(self.losses), _mean_of(self.parts),
+                        _mean_of(self.stats), self.scores)]
         dist.broadcast_object_list(payload, src=parallel_state.get_pipeline_model_parallel_last_rank(),
                                    group=group)
-        loss, stats, scores = payload[0]
+        loss, parts, stats, scores = payload[0]
         idle = torch.tensor([1.0 - self.busy_s / total_s], dtype=torch.float64)
         dist.all_reduce(idle, group=group)
         return PipelineResult(
-            loss=loss, stats=stats, pass_slots=[list(prog.passes) for prog in self.programs],
+            loss=loss, parts=parts, stats=stats, pass_slots=[list(prog.passes) for prog in self.programs],
             scores=scores, busy_s=self.busy_s, total_s=total_s,
             bubble_fraction=idle.item() / dist.get_world_size(group),
         )
+
+
+def _mean_of(dicts: list[dict[str, float]]) -> dict[str, float]:
+    return {key: sum(d[key] for d in dicts) / len(dicts) for key in (dicts[0] if dicts else {})}
 
 
 def pipeline_step(model, batches: list[dict], step: int, autocast: Callable, *, train: bool = True,

@@ -1,4 +1,8 @@
-"""Training loss and the per-step pondering statistics (method.md section 3)."""
+"""Training loss and the per-step pondering statistics (method.md section 3).
+
+Every mean over tokens is over the positions the loss counts (loss_mask): the compute
+penalty, and the statistics that report it, ignore the positions the LM loss ignores.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,32 @@ from megatron_ponder.ponder.output import PonderOutput
 from megatron_ponder.ponder.router import hard_rule_keeps
 
 
-def ponder_statistics(log_s: torch.Tensor, log_w: torch.Tensor, tau: float) -> dict[str, float]:
+def token_mean(values: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-token values [B, L] over the positions loss_mask [B, L] counts (all
+    positions without a mask)."""
+    if loss_mask is None:
+        return values.mean()
+    return (values * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+
+
+def expected_steps_per_token(log_w: torch.Tensor) -> torch.Tensor:
+    """E[steps] = sum_{k>=1} w_k per token: log w [L, B, K+1] -> [B, L]."""
+    return log_w[..., 1:].exp().sum(-1).transpose(0, 1)
+
+
+def ponder_statistics(log_s: torch.Tensor, log_w: torch.Tensor, tau: float,
+                      loss_mask: torch.Tensor | None = None) -> dict[str, float]:
     """Mean expected extra steps E[steps] = sum_{k>=1} w_k, router entropy (nats), and the
-    share of latent slots the hard rule (keep k while w_k >= tau) would prune."""
+    share of latent slots the hard rule (keep k while w_k >= tau) would prune; means over
+    the positions loss_mask counts."""
     with torch.no_grad():
-        w = log_w[..., 1:].exp()
-        entropy = -(log_s.exp() * log_s).sum(-1)
+        entropy = -(log_s.exp() * log_s).sum(-1).transpose(0, 1)
         pruned = (~hard_rule_keeps(log_w, tau)).float()
         return {
-            "expected_steps": w.sum(-1).mean().item(),
-            "router_entropy": entropy.mean().item(),
-            "pruned_share": pruned.mean().item() if pruned.numel() else 0.0,
+            "expected_steps": token_mean(expected_steps_per_token(log_w), loss_mask).item(),
+            "router_entropy": token_mean(entropy, loss_mask).item(),
+            "pruned_share": (token_mean(pruned.mean(-1).transpose(0, 1), loss_mask).item()
+                             if pruned.numel() else 0.0),
         }
 
 
@@ -30,17 +49,15 @@ def ponder_loss(
     loss_mask: torch.Tensor | None = None,
     compute_penalty: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean next-token cross-entropy over the L real tokens (labels [B, L]), plus
-    compute_penalty * mean_t sum_{k>=1} w_{t,k} for PonderLM-3 (0 by default)."""
-    per_token = backbone.cross_entropy(output.logits, labels)
-    if loss_mask is None:
-        lm_loss = per_token.mean()
-    else:
-        lm_loss = (per_token * loss_mask).sum() / loss_mask.sum().clamp(min=1)
+    """(objective, parts): the objective is the mean next-token cross-entropy over the L real
+    tokens (labels [B, L]), plus compute_penalty * mean_t sum_{k>=1} w_{t,k} for PonderLM-3
+    (0 by default). parts: "lm_loss" always, "penalty" when one applies (detached); what
+    reports a loss reports parts["lm_loss"], never the objective."""
+    lm_loss = token_mean(backbone.cross_entropy(output.logits, labels), loss_mask)
     loss = lm_loss
     parts = {"lm_loss": lm_loss.detach()}
     if output.log_w is not None and compute_penalty > 0:
-        expected_steps = output.log_w[..., 1:].exp().sum(-1).mean()
-        loss = loss + compute_penalty * expected_steps
-        parts["penalty"] = (compute_penalty * expected_steps).detach()
+        penalty = compute_penalty * token_mean(expected_steps_per_token(output.log_w), loss_mask)
+        loss = loss + penalty
+        parts["penalty"] = penalty.detach()
     return loss, parts

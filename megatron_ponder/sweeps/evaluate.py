@@ -1,6 +1,7 @@
-"""Evaluate a trained sweep run into its record: validation loss of the training-style
-forward, then hard-masked scoring (the inference engine's rule) at every tau, with the
-inference FLOPs of the slots that rule keeps, and the training FLOPs of the whole run."""
+"""Evaluate a trained sweep run into its record: validation LM loss (and, apart, the compute
+penalty) of the training-style forward, then hard-masked scoring (the inference engine's
+rule) at every tau, with the inference FLOPs of the slots that rule keeps, and the training
+FLOPs of the whole run."""
 
 from __future__ import annotations
 
@@ -130,7 +131,8 @@ def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
         "training": {"steps": cfg.train.steps,
                      "tokens": cfg.train.steps * cfg.train.global_batch_size * cfg.data.seq_length,
                      "flops": run_training_flops(model, cfg)},
-        "validation": {"loss": soft["loss"], "ppl": math.exp(soft["loss"]), "tokens": tokens},
+        "validation": {"loss": soft["loss"], "ppl": math.exp(soft["loss"]),
+                       "penalty": soft["penalty"], "tokens": tokens},
         "vanilla_flops_per_token": vanilla,
         "inference": inference,
     }

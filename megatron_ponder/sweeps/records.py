@@ -1,11 +1,13 @@
 """One JSON record per finished run: what was trained, what it cost, how well it scores.
 
-    {"schema": 1, "sweep": str, "run_id": str,
+    {"schema": 2, "sweep": str, "run_id": str,
      "point": {"size", "method", "k", "lambda", "seed"},
      "config": {...the full training config...},
      "parameters": int, "non_embedding_parameters": int,
      "training": {"steps": int, "tokens": int, "flops": float},
-     "validation": {"loss": float, "ppl": float, "tokens": int},   # the training-style forward
+     "validation": {"loss": float, "ppl": float,   # LM loss of the training-style forward
+                    "penalty": float,              # lambda * E[steps] over the same tokens
+                    "tokens": int},
      "vanilla_flops_per_token": float,     # a vanilla model of the same size and length
      "inference": [                        # one entry per tau (ponderlm3) or one with tau null
         {"tau", "loss", "ppl", "flops_per_token", "flops_vs_vanilla",
@@ -13,20 +15,24 @@
 
 Steps are latent steps per token (slots beyond the token's own): expected = sum_{k>=1}
 w_k of the router, executed = what the hard rule kept; K for the fixed-step methods.
+
+Schema 1 differed in one field: its validation.loss was the training objective, LM loss +
+lambda * E[steps]; `upgrade_schema_1` converts such a record exactly.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
+SCHEMA = 2
 POINT_KEYS = ("size", "method", "k", "lambda", "seed")
 TRAINING_KEYS = ("steps", "tokens", "flops")
-VALIDATION_KEYS = ("loss", "ppl", "tokens")
+VALIDATION_KEYS = ("loss", "ppl", "penalty", "tokens")
 INFERENCE_KEYS = ("tau", "loss", "ppl", "flops_per_token", "flops_vs_vanilla",
                   "expected_steps", "executed_steps")
 
@@ -69,6 +75,10 @@ def check_record(record: Any, source: str) -> dict:
     and is consistent with itself (ppl = exp(loss), FLOPs ratio, steps within 0..K)."""
     if not isinstance(record, dict):
         raise RecordError(f"{source}: a record must be a JSON object")
+    if record.get("schema") == 1:
+        raise RecordError(f"{source}: schema=1, expected {SCHEMA}: its validation.loss includes "
+                          "the compute penalty; convert it with megatron_ponder.sweeps.records."
+                          "upgrade_schema_1")
     if record.get("schema") != SCHEMA:
         raise RecordError(f"{source}: schema={record.get('schema')!r}, expected {SCHEMA}")
     for key in ("sweep", "run_id"):
@@ -87,6 +97,9 @@ def check_record(record: Any, source: str) -> dict:
                 positive=True)
     validation = _section(source, record, "validation", VALIDATION_KEYS)
     _check_loss_ppl(source, "validation", validation)
+    _number(source, "validation.penalty", validation["penalty"])
+    if validation["penalty"] < 0:
+        raise RecordError(f"{source}: validation.penalty={validation['penalty']!r} must be >= 0")
     _number(source, "vanilla_flops_per_token", record.get("vanilla_flops_per_token"), positive=True)
     entries = record.get("inference")
     if not isinstance(entries, list) or not entries:
@@ -119,6 +132,34 @@ def _check_loss_ppl(source: str, where: str, section: dict) -> None:
     if not math.isclose(section["ppl"], math.exp(section["loss"]), rel_tol=1e-6):
         raise RecordError(f"{source}: {where}.ppl={section['ppl']!r} != exp({where}.loss) = "
                           f"{math.exp(section['loss'])!r}")
+
+
+def upgrade_schema_1(record: dict) -> dict:
+    """A schema-1 record as schema 2: validation.loss minus the penalty, ppl from it.
+
+    Exact for records written by this project: schema 1's validation.loss was the token-
+    weighted mean of LM loss + lambda * E[steps] over equal-sized validation micro-batches
+    whose loss masks count every position, and its inference[].expected_steps is the mean
+    E[steps] of those same micro-batches over the same positions; so the penalty is lambda
+    times it (up to float32 rounding of each micro-batch's sum, ~1e-7 nats). Without a
+    router (or at lambda 0) the penalty is 0 and nothing changes.
+    """
+    from megatron_ponder.ponder.registry import USES_ROUTER  # torch: only when upgrading
+
+    if record.get("schema") != 1:
+        raise RecordError(f"{record.get('run_id')}: schema={record.get('schema')!r}, not 1")
+    upgraded = copy.deepcopy(record)
+    expected = [e["expected_steps"] for e in record["inference"]]
+    if len(set(expected)) != 1:
+        raise RecordError(f"{record['run_id']}: inference[].expected_steps differ; schema 1 "
+                          "wrote one soft-forward value into every entry")
+    ponder = record["config"]["ponder"]
+    penalty = ponder["compute_penalty"] * expected[0] if ponder["method"] in USES_ROUTER else 0.0
+    loss = record["validation"]["loss"] - penalty
+    upgraded["validation"] = {"loss": loss, "ppl": math.exp(loss), "penalty": penalty,
+                              "tokens": record["validation"]["tokens"]}
+    upgraded["schema"] = SCHEMA
+    return upgraded
 
 
 def load_records(directory: Path) -> list[dict]:

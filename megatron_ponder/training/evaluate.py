@@ -1,4 +1,8 @@
-"""Validation: loss, perplexity, and what the hard rule would spend at inference.
+"""Validation: LM loss, perplexity, the compute penalty, and what the hard rule would
+spend at inference.
+
+The loss and perplexity are the LM loss alone; PonderLM-3's compute penalty (lambda *
+E[steps]) is a training objective term, reported apart as "penalty".
 
 Inference FLOPs here come from the router's decisions in the soft forward (K_hat_t =
 #{k >= 1 : w_{t,k} >= tau}); the hard-pruned forward itself belongs to the inference engine.
@@ -19,15 +23,18 @@ from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
 
 
 def score_batch(model, output, batch: dict) -> dict[str, float]:
-    """Sums over one batch: loss x tokens, tokens, statistics, inference FLOPs per token."""
+    """Sums over one batch: LM loss x tokens, penalty x tokens, tokens, statistics, inference
+    FLOPs per token."""
     cfg = model.cfg
     shape = DecoderShape.of(cfg.model)
-    loss, _ = model.loss(output, batch["labels"], batch["loss_mask"])
+    _, parts = model.loss(output, batch["labels"], batch["loss_mask"])
     n = batch["loss_mask"].sum().item()
     length = batch["tokens"].shape[1]
     kept = kept_steps_of(output, cfg.ponder.tau)
     kept = kept.cpu() if kept is not None else None
-    return {"loss_sum": loss.item() * n, "tokens": n, "stats": model.statistics(output),
+    return {"loss_sum": parts["lm_loss"].item() * n,
+            "penalty_sum": float(parts.get("penalty", 0.0)) * n, "tokens": n,
+            "stats": model.statistics(output, batch["loss_mask"]),
             "flops": inference_flops_per_token(shape, cfg.ponder.method, cfg.ponder.k, length, kept),
             "vanilla_flops": inference_flops_per_token(shape, "vanilla", 0, length)}
 
@@ -38,6 +45,7 @@ def _summarize(scores: list[dict]) -> dict[str, float]:
     tokens = sum(s["tokens"] for s in scores)
     loss = sum(s["loss_sum"] for s in scores) / max(tokens, 1)
     result = {"loss": loss, "ppl": math.exp(min(loss, 50.0)),
+              "penalty": sum(s["penalty_sum"] for s in scores) / max(tokens, 1),
               "inference_flops_per_token": sum(s["flops"] for s in scores) / len(scores),
               "inference_flops_vs_vanilla": sum(s["flops"] for s in scores)
               / sum(s["vanilla_flops"] for s in scores)}

@@ -149,19 +149,21 @@ class Trainer:
         self.engine.zero_grad()
         if self.pp_size > 1:
             result = pipeline_step(self.model, batches, step, self.autocast)
-            loss_sum, stats, pass_slots = result.loss, result.stats, result.pass_slots
-            extra = {"pipeline_bubble": result.bubble_fraction}
+            objective, parts, stats = result.loss, result.parts, result.stats
+            pass_slots, extra = result.pass_slots, {"pipeline_bubble": result.bubble_fraction}
         else:
-            loss_sum, stats, pass_slots, extra = 0.0, {}, [], {}
+            objective, parts, stats, pass_slots, extra = 0.0, {}, {}, [], {}
             for i, batch in enumerate(batches):
                 with self.engine.micro_batch(last=i == len(batches) - 1):
                     with self.autocast():
                         out = self.engine.forward(batch["tokens"], step)
-                    loss, _ = self.model.loss(out, batch["labels"], batch["loss_mask"])
+                    loss, loss_parts = self.model.loss(out, batch["labels"], batch["loss_mask"])
                     self.engine.backward(loss / len(batches))
-                loss_sum += loss.item() / len(batches)
+                objective += loss.item() / len(batches)
+                for key, value in loss_parts.items():
+                    parts[key] = parts.get(key, 0.0) + value.item() / len(batches)
                 pass_slots.append(out.pass_slots)
-                stats = self.model.statistics(out)
+                stats = self.model.statistics(out, batch["loss_mask"])
         flops = sum(batch["tokens"].shape[0] * training_flops(
             self.shape, self.cfg.ponder.method, self.cfg.ponder.k, slots,
             batch["tokens"].shape[1], self.cfg.ponder.grad_passes)
@@ -169,17 +171,20 @@ class Trainer:
         if self.cfg.parallel.sequence_parallel:
             allreduce_sequence_parallel_grads(self.model)
         # Every data-parallel rank logs, and decides on skipping, from the same mean.
-        loss_sum, *means = data_parallel_mean([loss_sum, *stats.values()], self.device)
-        stats = dict(zip(stats, means))
-        norm = self.engine.step(loss_is_finite=math.isfinite(loss_sum))
-        bad = [name for name, value in (("loss", loss_sum), ("grad_norm", norm))
+        objective, *means = data_parallel_mean([objective, *parts.values(), *stats.values()],
+                                               self.device)
+        parts, stats = dict(zip(parts, means)), dict(zip(stats, means[len(parts):]))
+        # Skipping is decided on the objective (LM loss + penalty); "loss" is reported as the
+        # LM loss alone, as validation reports it, and the penalty apart.
+        norm = self.engine.step(loss_is_finite=math.isfinite(objective))
+        bad = [name for name, value in (("loss", objective), ("grad_norm", norm))
                if not math.isfinite(value)]
         if bad:
             self.state.consecutive_skips += 1
             self.state.skipped_steps += 1
             if self.state.consecutive_skips > t.max_nonfinite_skips:
                 raise NonFiniteError(
-                    f"step {step}: {bad[0]} is not finite (loss {loss_sum}, grad_norm "
+                    f"step {step}: {bad[0]} is not finite (loss {objective}, grad_norm "
                     f"{norm}) for {self.state.consecutive_skips} consecutive steps, more "
                     f"than train.max_nonfinite_skips={t.max_nonfinite_skips}; the last checkpoint "
                     f"in {self.checkpointer.directory} is intact")
@@ -187,7 +192,8 @@ class Trainer:
         else:
             self.state.consecutive_skips = 0
         self.scheduler.step()
-        return {"loss": loss_sum, "grad_norm": norm, "flops": flops,
+        penalty = {"penalty": parts["penalty"]} if "penalty" in parts else {}
+        return {"loss": parts["lm_loss"], **penalty, "grad_norm": norm, "flops": flops,
                 "jacobi": self.model.jacobi_for_step(step), "skipped": bool(bad), **stats, **extra}
 
     # ------------------------------------------------------------------ the loop
@@ -210,9 +216,12 @@ class Trainer:
         result = evaluate(self.model, batches, self.device, self.autocast)
         if result:
             self.logger.log(self.state.step, result, kind="valid")
+            penalty = (f"  penalty {result['penalty']:.4f}" if self.cfg.ponder.compute_penalty > 0
+                       else "")
             self.logger.print(
-                f"validation at step {self.state.step}: loss {result['loss']:.4f}  ppl "
-                f"{result['ppl']:.2f}  expected steps {result.get('expected_steps', float('nan')):.2f}"
+                f"validation at step {self.state.step}: LM loss {result['loss']:.4f}  ppl "
+                f"{result['ppl']:.2f}{penalty}  expected steps "
+                f"{result.get('expected_steps', float('nan')):.2f}"
                 f"  pruned {result.get('pruned_share', float('nan')):.1%}  inference FLOPs "
                 f"{result['inference_flops_vs_vanilla']:.2f}x vanilla")
         return result
@@ -273,7 +282,7 @@ class Trainer:
             "jacobi": window[-1]["jacobi"],
             "skipped_steps": self.state.skipped_steps,
         }
-        for key in ("expected_steps", "router_entropy", "pruned_share", "pipeline_bubble"):
+        for key in ("penalty", "expected_steps", "router_entropy", "pruned_share", "pipeline_bubble"):
             if key in window[-1]:
                 metrics[key] = sum(r[key] for r in window) / n
         self.logger.log(self.state.step, metrics)
@@ -283,8 +292,9 @@ class Trainer:
                   f"{metrics['router_entropy']:.3f}" if "expected_steps" in metrics else "")
         if "pipeline_bubble" in metrics:
             ponder += f" | bubble {metrics['pipeline_bubble']:.0%}"
+        penalty = f" + penalty {metrics['penalty']:.4f}" if "penalty" in metrics else ""
         self.logger.print(
-            f"step {self.state.step:>6d}/{t.steps} | loss {metrics['loss']:.4f} | lr "
+            f"step {self.state.step:>6d}/{t.steps} | loss {metrics['loss']:.4f}{penalty} | lr "
             f"{metrics['lr']:.2e} | gnorm {metrics['grad_norm']:.3f} | "
             f"{metrics['tokens_per_s']:,.0f} tok/s | MFU {metrics['mfu']:.1%} | J "
             f"{metrics['jacobi']}{ponder} | eta {eta / 60:.1f} min")

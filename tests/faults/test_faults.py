@@ -98,6 +98,7 @@ def _poison_loss(steps_with_nan):
         value, parts = original(self, output, labels, loss_mask)
         if loss.calls in steps_with_nan:
             value = value * float("nan")
+            parts = {**parts, "lm_loss": parts["lm_loss"] * float("nan")}
         loss.calls += 1
         return value, parts
 

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import yaml
 
+from megatron_ponder.sweeps.records import SCHEMA
+
 VOCAB = 512
+# The PonderLM-3 run's compute penalty: large, so that a record mixing it into the
+# validation loss is off by far more than any tolerance (test_sweep_resume).
+LAMBDA = 0.5
 
 
 def sweep_dict(output_dir: Path, text: Path, data_dir: Path) -> dict:
@@ -32,7 +37,7 @@ def sweep_dict(output_dir: Path, text: Path, data_dir: Path) -> dict:
         "sizes": {"h32": {"hidden_size": 32, "num_layers": 2, "num_attention_heads": 4}},
         "seeds": [3],
         "grid": [{"size": "h32", "method": "vanilla", "k": 0},
-                 {"size": "h32", "method": "ponderlm3", "k": 2, "lambda": 0.0}],
+                 {"size": "h32", "method": "ponderlm3", "k": 2, "lambda": LAMBDA}],
         "eval": {"taus": [1e-4, 0.5, 0.9], "batches": 2, "micro_batch_size": 2},
     }
 
@@ -56,11 +61,11 @@ def fake_record(size: str, method: str, k: int, lam: float, seed: int, loss: flo
                         "flops_per_token": entry_flops, "flops_vs_vanilla": entry_flops / vanilla,
                         "expected_steps": float(steps), "executed_steps": float(steps)})
     return {
-        "schema": 1, "sweep": sweep, "run_id": f"{size}-{method}-k{k}-lam{lam:g}-seed{seed}",
+        "schema": SCHEMA, "sweep": sweep, "run_id": f"{size}-{method}-k{k}-lam{lam:g}-seed{seed}",
         "point": {"size": size, "method": method, "k": k, "lambda": lam, "seed": seed},
         "config": {}, "parameters": params, "non_embedding_parameters": params // 2,
         "training": {"steps": 10, "tokens": 1000, "flops": 6.0 * params * 1000},
-        "validation": {"loss": loss, "ppl": math.exp(loss), "tokens": 100},
+        "validation": {"loss": loss, "ppl": math.exp(loss), "penalty": 0.0, "tokens": 100},
         "vanilla_flops_per_token": vanilla, "inference": entries,
     }
 

@@ -16,7 +16,7 @@ from sweep_files import fake_record, fixture_records, modified
 
 from megatron_ponder.sweeps.pareto import aggregate, fit_scaling_law, pareto_frontier
 from megatron_ponder.sweeps.plots import markdown_table
-from megatron_ponder.sweeps.records import RecordError, check_record
+from megatron_ponder.sweeps.records import SCHEMA, RecordError, check_record
 
 REPO = Path(__file__).resolve().parents[2]
 PLOT = [sys.executable, str(REPO / "tools" / "plot_pareto.py")]
@@ -78,7 +78,8 @@ def test_fit_needs_three_sizes():
     (dict(inference__0__executed_steps=7.0), "inference[0].executed_steps"),
     (dict(training__tokens=5), "training.tokens"),
     (dict(sweep="other"), "sweep="),
-    (dict(schema=2), "schema"),
+    (dict(schema=SCHEMA + 1), "schema"),
+    (dict(schema=1), "upgrade_schema_1"),
 ])
 def test_plot_tool_refuses_inconsistent_records(tmp_path, change, field):
     records = fixture_records()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sweep_files import sweep_dict, write_sweep
+from sweep_files import LAMBDA, sweep_dict, write_sweep
 
 from megatron_ponder.sweeps.runner import run_one, status, submit_command
 from megatron_ponder.sweeps.spec import SweepError, load_sweep
@@ -74,7 +74,7 @@ def test_cli_list_and_submit_command(tmp_path):
     listing = subprocess.run([sys.executable, str(REPO / "tools" / "sweep.py"), "list",
                               str(path)], capture_output=True, text=True, check=True).stdout
     assert listing.split() == ["0", "h32-vanilla-k0-lam0-seed3", "pending",
-                               "1", "h32-ponderlm3-k2-lam0-seed3", "pending"]
+                               "1", f"h32-ponderlm3-k2-lam{LAMBDA:g}-seed3", "pending"]
     dry = subprocess.run([sys.executable, str(REPO / "tools" / "sweep.py"), "run", str(path),
                           "--submit", "--dry-run"], capture_output=True, text=True, check=True)
     assert dry.stdout.strip() == f"sbatch --array=0-1 slurm/sweep.sbatch {path}"
