@@ -342,8 +342,9 @@ class PonderLMForCausalLM(PonderLMPreTrainedModel, GenerationMixin):
             return list(out)
 
         if method in ("vanilla", "pause"):
-            pause = [(m.pause_embedding * cfg.embedding_scale).to(emb.dtype).expand_as(emb)] * (
-                k if method == "pause" else 0)
+            # Only Pause owns a pause embedding: vanilla must not touch it.
+            pause = ([(m.pause_embedding * cfg.embedding_scale).to(emb.dtype).expand_as(emb)] * k
+                     if method == "pause" else [])
             outputs = run_pass([emb] + pause)
             return self.lm_head(outputs[-1]), state["record"], state["n"], None
 
