@@ -182,13 +182,16 @@ class Trainer:
         if bad:
             self.state.consecutive_skips += 1
             self.state.skipped_steps += 1
+            # Step numbers count completed steps from 1, as the progress line does.
             if self.state.consecutive_skips > t.max_nonfinite_skips:
                 raise NonFiniteError(
-                    f"step {step}: {bad[0]} is not finite (loss {objective}, grad_norm "
-                    f"{norm}) for {self.state.consecutive_skips} consecutive steps, more "
-                    f"than train.max_nonfinite_skips={t.max_nonfinite_skips}; the last checkpoint "
-                    f"in {self.checkpointer.directory} is intact")
-            self.logger.print(f"step {step}: skipped, {bad[0]} is not finite")
+                    f"step {step + 1} (counted from 1, as in the progress line): {bad[0]} is "
+                    f"not finite (loss {objective}, grad_norm {norm}) for "
+                    f"{self.state.consecutive_skips} consecutive steps, more than "
+                    f"train.max_nonfinite_skips={t.max_nonfinite_skips}; "
+                    f"{self._resume_point()}")
+            self.logger.print(f"step {step + 1} (counted from 1, as in the progress line): "
+                              f"skipped, {bad[0]} is not finite")
         else:
             self.state.consecutive_skips = 0
         self.scheduler.step()
@@ -197,6 +200,23 @@ class Trainer:
                 "jacobi": self.model.jacobi_for_step(step), "skipped": bool(bad), **stats, **extra}
 
     # ------------------------------------------------------------------ the loop
+
+    def _resume_point(self) -> str:
+        latest = self.checkpointer.latest_step()
+        if latest is None:
+            return f"no checkpoint in {self.checkpointer.directory} yet: a rerun starts afresh"
+        return f"the newest good checkpoint, {self.checkpointer.path(latest)}, is the resume point"
+
+    def save_unless_streak(self) -> None:
+        """Save, unless a streak of non-finite steps is open: the weights that made the loss
+        non-finite may have diverged, so the newest checkpoint saved before the streak stays
+        the resume point (a resume repeats the steps since)."""
+        if self.state.consecutive_skips:
+            self.logger.print(
+                f"not saving at step {self.state.step}: the last {self.state.consecutive_skips} "
+                f"step(s) were not finite; {self._resume_point()}")
+            return
+        self.save()
 
     def save(self) -> None:
         start = time.perf_counter()
@@ -251,9 +271,14 @@ class Trainer:
                 if step % t.eval_interval == 0 and step < t.steps:
                     self.evaluate()
                 if step % t.save_interval == 0 or step == t.steps:
-                    self.save()
+                    self.save_unless_streak()
                 if t.exit_interval and step % t.exit_interval == 0 and step < t.steps:
                     return self._stop(f"train.exit_interval={t.exit_interval}")
+            if self.state.consecutive_skips:
+                raise NonFiniteError(
+                    f"the run ended in a streak of {self.state.consecutive_skips} non-finite "
+                    f"steps (within train.max_nonfinite_skips={t.max_nonfinite_skips}), so its "
+                    f"final state was not saved; {self._resume_point()}")
             final = self.evaluate()
             self.logger.log(self.state.step, {"final": True, **final}, kind="final")
             return EXIT_DONE
@@ -264,7 +289,7 @@ class Trainer:
     def _stop(self, reason: str) -> int:
         self.logger.print(f"stopping at step {self.state.step}: {reason}")
         if self.checkpointer.latest_step() != self.state.step:
-            self.save()
+            self.save_unless_streak()
         self.logger.print(f"exit code {EXIT_REQUEUE}: run the same command to resume")
         return EXIT_REQUEUE
 

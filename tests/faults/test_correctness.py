@@ -1,6 +1,7 @@
-"""Correctness faults found by reading the code against method.md (issue 11, items 1-3):
+"""Correctness faults found by reading the code against method.md (issue 11, items 1-4):
 validation reports the LM loss (the compute penalty apart), the penalty follows the loss
-mask, and a vanilla export runs through the exported modeling class."""
+mask, a vanilla export runs through the exported modeling class, and no checkpoint is saved
+while a streak of non-finite steps is open."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import torch.nn.functional as F
 
 from factories import tiny_config
 from megatron_ponder.data.batches import batch_for_step
+from megatron_ponder.model.ponder_lm import PonderLM
+from megatron_ponder.training.checkpoint import Checkpointer
 from megatron_ponder.training.evaluate import evaluate
-from megatron_ponder.training.signals import EXIT_DONE
-from megatron_ponder.training.trainer import Trainer
+from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE
+from megatron_ponder.training.trainer import NonFiniteError, Trainer
 
 LAMBDA = 0.5  # large, so that a penalty inside a reported loss cannot hide in the tolerance
 
@@ -148,3 +151,82 @@ def test_a_vanilla_export_runs_through_the_exported_modeling_class(build, tiny_d
     cached = torch.cat([first.logits[:, -1:], *decoded], dim=1)
     assert (cached - expected[:, 4:]).abs().max().item() <= 1e-4
     assert cache.steps[0] == [0] * 12
+
+
+# ------------------------------------------------------------------ item 4: non-finite streaks
+
+
+def _poison(monkeypatch, steps: set[int], on_call=None):
+    """Make the loss of the given training steps (0-based) NaN; 2 micro-batches per step."""
+    original = PonderLM.loss
+    calls = {"n": 0}
+
+    def loss(self, output, labels, loss_mask=None):
+        value, parts = original(self, output, labels, loss_mask)
+        step = calls["n"] // 2
+        if self.training and step in steps:
+            value = value * float("nan")
+            parts = {**parts, "lm_loss": parts["lm_loss"] * float("nan")}
+        if self.training:
+            if on_call is not None:
+                on_call(step)
+            calls["n"] += 1
+        return value, parts
+
+    monkeypatch.setattr(PonderLM, "loss", loss)
+
+
+def _saved(run) -> list[int]:
+    return Checkpointer(run / "checkpoints", 100).complete_steps()
+
+
+def test_no_checkpoint_is_saved_while_a_streak_is_open(tiny_run, tmp_path, monkeypatch, capsys):
+    _poison(monkeypatch, {2, 3})  # the 3rd and 4th steps, counted from 1
+    cfg = tiny_run(tmp_path / "run", steps=6, save_interval=1, max_nonfinite_skips=3)
+    assert Trainer(cfg).train() == EXIT_DONE
+    assert _saved(tmp_path / "run") == [1, 2, 5, 6]
+    out = capsys.readouterr().out
+    # One step numbering: the skip messages name the step the progress line and
+    # metrics.jsonl give the skipped step.
+    for step in (3, 4):
+        assert f"step {step} (counted from 1, as in the progress line): skipped, loss is not " \
+               "finite" in out
+        assert f"not saving at step {step}: the last {step - 2} step(s) were not finite; the " \
+               "newest good checkpoint" in out
+    progress = [line for line in out.splitlines() if line.startswith("step ") and "|" in line]
+    assert [line.split("|")[0].split()[1] for line in progress] == [f"{s}/6" for s in range(1, 7)]
+    train = {r["step"]: r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl")
+                                       .read_text().splitlines()) if r["kind"] == "train"}
+    assert [train[s]["skipped_steps"] for s in range(1, 7)] == [0, 0, 1, 2, 2, 2]
+
+
+def test_a_stop_during_a_streak_keeps_the_newest_good_checkpoint(tiny_run, tmp_path, monkeypatch,
+                                                                capsys):
+    cfg = tiny_run(tmp_path / "run", steps=6, save_interval=1, max_nonfinite_skips=3,
+                   keep_checkpoints=10)
+    holder = {}
+
+    def stop_in_step_4(step):
+        if step == 3:
+            holder["trainer"].stop.reason = "a test's stop request"
+
+    _poison(monkeypatch, {2, 3}, stop_in_step_4)
+    holder["trainer"] = Trainer(cfg)
+    assert holder["trainer"].train() == EXIT_REQUEUE
+    assert _saved(tmp_path / "run") == [1, 2]
+    assert "stopping at step 4" in capsys.readouterr().out
+    monkeypatch.undo()
+    resumed = Trainer(cfg)
+    assert resumed.state.step == 2 and resumed.state.consecutive_skips == 0
+    assert resumed.train() == EXIT_DONE
+    assert _saved(tmp_path / "run") == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_run_that_ends_inside_a_streak_does_not_save_its_final_state(tiny_run, tmp_path,
+                                                                       monkeypatch):
+    _poison(monkeypatch, {3})
+    cfg = tiny_run(tmp_path / "run", steps=4, save_interval=2, max_nonfinite_skips=3)
+    with pytest.raises(NonFiniteError, match=r"ended in a streak of 1 non-finite steps .* "
+                                             r"newest good checkpoint, .*step_0000002"):
+        Trainer(cfg).train()
+    assert _saved(tmp_path / "run") == [2]
