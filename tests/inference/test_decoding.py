@@ -15,21 +15,21 @@ TOL = 2e-5  # float32 log-probs: the cache attends in another order than the fus
 
 
 @torch.no_grad()
-def teacher_forced(model, tokens, tau=None, jacobi=None):
-    """Prefill each row's first token, then feed the rest one by one: log-probs [L, B, V],
-    latent steps [B, L] and the cache."""
+def teacher_forced(model, tokens, tau=None, jacobi=None, prompt=1):
+    """Prefill each row's first `prompt` tokens, then feed the rest one by one: log-probs
+    [L - prompt + 1, B, V] (positions prompt-1 .. L-1), latent steps [B, L] and the cache."""
     model.eval()
     engine = SlotDecoder(model, tau, jacobi)
     batch, length = tokens.shape
     cache = SlotKVCache(batch, length * (engine.latent_steps + 1))
     logits, steps = [], []
     for row in range(batch):
-        row_logits, kept = engine.prefill(cache, row, tokens[row, :1])
+        row_logits, kept = engine.prefill(cache, row, tokens[row, :prompt])
         logits.append(row_logits)
         steps.append(kept)
     out, kept_all = [torch.stack(logits)], [torch.stack(steps)]
     rows = torch.arange(batch)
-    for t in range(1, length):
+    for t in range(prompt, length):
         row_logits, kept = engine.feed(cache, rows, tokens[:, t], torch.full((batch,), t))
         out.append(row_logits)
         kept_all.append(kept[:, None])
@@ -60,6 +60,33 @@ def test_decoding_equals_the_converged_parallel_forward_and_caches_only_kept_slo
     approx, _ = parallel_log_probs(model, tokens, tau=tau)
     residual = (approx - exact).abs().max().item()
     assert (decoded - approx).abs().max().item() <= residual + TOL
+
+
+@pytest.mark.parametrize("method, k", [("ponderlm3", 3), ("ponderlm2", 2), ("pause", 2),
+                                       ("vanilla", 0)])
+def test_a_multi_token_prefill_then_decoding_equals_the_parallel_forward(build, method, k):
+    # The prompt's slots enter the cache from one parallel (Jacobi) prefill; the tokens
+    # after it attend to them one by one. At a converged J both equal the parallel forward.
+    cfg = tiny_config(method, k=k)
+    model = build(cfg)
+    tau = 0.05
+    if method == "ponderlm3":
+        randomise_router(model, scale=0.3, bias=[0.0, 0.0, -1.5, -3.0])
+    tokens = random_tokens(cfg.model.vocab_size, batch=3, length=9)
+    prompt, jacobi = 5, 4 * tokens.shape[1]
+    decoded, kept, cache = teacher_forced(model, tokens, tau=tau, jacobi=jacobi, prompt=prompt)
+    exact, exact_out = parallel_log_probs(model, tokens, tau=tau, jacobi=jacobi)
+    assert decoded.shape[0] == tokens.shape[1] - prompt + 1
+    assert (decoded - exact[prompt - 1:]).abs().max().item() < TOL
+    if method == "ponderlm3":
+        exact_kept = kept_steps_of(exact_out, tau)
+        assert torch.equal(kept, exact_kept)
+        # Kept steps vary inside the prompt and after it.
+        assert len(set(exact_kept[:, :prompt].flatten().tolist())) >= 2
+        assert len(set(exact_kept[:, prompt:].flatten().tolist())) >= 2
+    else:
+        assert (kept == (0 if method == "vanilla" else k)).all()
+    assert cache.lengths.tolist() == (1 + kept).sum(-1).tolist()
 
 
 @pytest.mark.parametrize("step", [0, 3])

@@ -1,7 +1,9 @@
 """Proof 5: the tail probabilities log w behind the soft mask."""
 
+import pytest
 import torch
 
+from factories import tiny_config
 from megatron_ponder.ponder.router import Router, log_tail_probs
 
 
@@ -47,3 +49,23 @@ def test_router_starts_uniform():
     log_s, log_w = log_tail_probs(router(torch.randn(5, 2, 8)))
     assert torch.allclose(log_s.exp(), torch.full_like(log_s, 0.25), atol=1e-7)
     assert torch.allclose(log_w.exp()[0, 0], torch.tensor([1.0, 0.75, 0.5, 0.25]), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_the_models_own_initialisation_starts_the_router_uniform(build, kind):
+    # Through build_model: initialize_parameters redraws every parameter after Router's own
+    # init, so the zero output layer must survive it.
+    cfg = tiny_config("ponderlm3", k=3, overrides=[f"ponder.router={kind}"])
+    model = build(cfg).eval()
+    net = model.decoder.router.net
+    last = net if kind == "linear" else net[-1]
+    assert torch.count_nonzero(last.weight) == 0 and torch.count_nonzero(last.bias) == 0
+    if kind == "mlp":  # the hidden layer is drawn like every matrix (std within 20%)
+        assert abs(net[0].weight.std().item() / cfg.model.std - 1) < 0.2
+        assert torch.count_nonzero(net[0].bias) == 0
+    tokens = torch.randint(0, cfg.model.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(tokens)
+    assert torch.allclose(out.log_s.exp(), torch.full_like(out.log_s, 0.25), atol=1e-6)
+    assert torch.allclose(out.log_w.exp(), torch.tensor([1.0, 0.75, 0.5, 0.25]).expand_as(out.log_w),
+                          atol=1e-6)

@@ -25,6 +25,10 @@ def load_hf(folder, **overrides):
     return AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, **overrides).eval()
 
 
+def cache_of(output):
+    return getattr(output, "cache", None) or output.past_key_values
+
+
 def tokens_of(tokenizer_path, texts):
     tok = Tokenizer.load(tokenizer_path)
     ids = [[tok.eod_id] + tok.encode(t) for t in texts]
@@ -58,9 +62,16 @@ def test_export_logits_equal_the_hard_masked_project_logits(tmp_path, tool_token
             got = coarse(tokens).logits
         expected = hard_forward(model, tokens, tau=0.3).logits.transpose(0, 1)
         assert (got - expected).abs().max().item() <= TOL
+        # K_max = 1: every token keeps min(its steps at K_max = K, 1) latent steps.
         capped = load_hf(out, ponder_max_steps=1)
         with torch.no_grad():
-            capped(tokens, use_cache=True)  # K_max = 1: no token keeps more than one step
+            full_cache = cache_of(hf(tokens, use_cache=True))
+            capped_logits = capped(tokens).logits
+            capped_cache = cache_of(capped(tokens, use_cache=True))
+        assert max(s for row in full_cache.steps for s in row) >= 2
+        assert capped_cache.steps == [[min(s, 1) for s in row] for row in full_cache.steps]
+        assert capped_cache.lengths.tolist() == [len(row) + sum(row) for row in capped_cache.steps]
+        assert (capped_logits - hf(tokens).logits).abs().max().item() > TOL  # the cap acts
 
 
 def test_export_generate_equals_the_generate_tool(tmp_path, tool_tokenizer, capsys):
@@ -82,7 +93,7 @@ def test_export_generate_equals_the_generate_tool(tmp_path, tool_tokenizer, caps
                                 return_dict_in_generate=True)
         new = generated.sequences[0, ids.shape[1]:].tolist()
         assert new == row["token_ids"]
-        cache = getattr(generated, "cache", None) or generated.past_key_values
+        cache = cache_of(generated)
         # The cache holds the prompt and every generated token but the last; steps agree.
         assert cache.steps[0][1:] == row["steps"]
         assert int(cache.lengths[0]) == len(cache.steps[0]) + sum(cache.steps[0])
