@@ -167,6 +167,9 @@ class TrainConfig:
     max_nonfinite_skips: int = 3
     # "auto": bf16 autocast on GPU, fp32 on CPU.
     precision: str = "auto"
+    # Run the decoder layers under torch.compile (model/compile.py): the first step pays
+    # the compilation (minutes on a 2-core CPU), every later step runs fused kernels.
+    compile: bool = False
     # Peak FLOP/s per device for MFU; 0 = a table of GPUs, or a measured matmul rate on CPU.
     peak_tflops: float = 0.0
 
@@ -312,6 +315,11 @@ def _validate_run(cfg: Config) -> None:
              "must be >= 0")
     _require(t.precision in PRECISIONS, "train.precision", t.precision,
              f"valid values: {', '.join(PRECISIONS)}")
+    # ZeRO-3 gathers each module's partitioned parameters in forward hooks: Python inside
+    # the layers that torch.compile would have to trace.
+    _require(not (t.compile and cfg.parallel.zero_stage == 3), "train.compile", t.compile,
+             "is not supported with parallel.zero_stage=3; use zero_stage 1 or 2, or "
+             "train.compile=false")
     _require(lg.wandb in WANDB_MODES, "logging.wandb", lg.wandb,
              f"valid values: {', '.join(WANDB_MODES)}")
 

@@ -40,6 +40,16 @@ def test_deepspeed_needs_a_zero_stage_from_1_to_3(stage):
                                "parallel.pipeline_model_parallel_size=2"])
 
 
+def test_compile_is_a_switch_that_refuses_zero_3():
+    with pytest.raises(ConfigError, match="train.compile='fast' has the wrong type: expected bool"):
+        tiny_config(overrides=["train.compile=fast"])
+    with pytest.raises(ConfigError, match="train.compile=True.*parallel.zero_stage=3"):
+        tiny_config(overrides=["train.compile=true", "parallel.engine=deepspeed",
+                               "parallel.zero_stage=3"])
+    assert tiny_config(overrides=["train.compile=true", "parallel.engine=deepspeed",
+                                  "parallel.zero_stage=2"]).train.compile
+
+
 def test_build_model_validates_before_touching_parallel_state_or_memory(monkeypatch):
     from megatron_ponder.model import build_model
 

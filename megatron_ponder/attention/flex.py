@@ -38,6 +38,9 @@ def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
 
 
 @register_backend("flex")
+# Under train.compile (model/compile.py) this stays outside the layer's graph: it compiles
+# flex_attention itself, and its cached block masks are Python state dynamo would re-trace.
+@torch.compiler.disable(reason="flex compiles its own kernel")
 def flex_soft_mask_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              key_log_w: Optional[torch.Tensor], *, scale: float) -> torch.Tensor:
     """Soft-mask causal attention. q [B,Hq,S,D], k/v [B,Hkv,S,D], key_log_w [B,S] or None -> [B,Hq,S,D]."""

@@ -82,7 +82,9 @@ class PonderDecoder(MegatronModule):
     # ----------------------------------------------------------------- Backbone protocol
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.embedding(tokens).transpose(0, 1) * self.embedding_scale
+        # Looked up sequence-first, the result is contiguous like every other stack input
+        # (a transposed view would make a compiled layer guard on another stride).
+        return self.embedding(tokens.t()) * self.embedding_scale
 
     def run(self, inputs, position_ids, key_log_w=None, final_norm=True):
         if key_log_w is not None:

@@ -20,6 +20,7 @@ from megatron_ponder.data.batches import batch_for_step
 from megatron_ponder.data.datasets import build_datasets
 from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.model import build_model
+from megatron_ponder.model.compile import compile_layers
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
@@ -107,6 +108,8 @@ class Trainer:
             cache_dir=cfg.data.cache_dir or str(self.output_dir / "data_cache"),
         )
         self.model = build_model(cfg).to(self.device)
+        if t.compile:
+            compile_layers(self.model)
         self.engine = build_engine(cfg, self.model)  # data parallelism (engines/)
         self.optimizer = self.engine.optimizer
         self.scheduler = build_scheduler(self.optimizer, t)
