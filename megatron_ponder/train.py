@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
     args = parser.parse_args(argv)
     from megatron_ponder.data.errors import DataError
-    from megatron_ponder.training.checkpoint import CheckpointError
+    from megatron_ponder.training.checkpoint import CheckpointError, CheckpointSaveError
     from megatron_ponder.training.trainer import Trainer
 
     try:
@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         # rendezvous, so no rank waits for one that already quit.
         print(f"error (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return trainer.train()
+    try:
+        return trainer.train()
+    except CheckpointSaveError as err:  # a full disk: what happened, not a traceback
+        print(f"error (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
+        return 1
 
 
 def run() -> int:

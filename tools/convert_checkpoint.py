@@ -107,7 +107,9 @@ def reshard(args) -> None:
     engine = build_engine(cfg, model)
     scheduler = build_scheduler(engine.optimizer, cfg.train)
     step = int(source.name.split("_")[1])
-    common = Checkpointer(source.parent, keep=1).load(step, engine, scheduler)
+    common = Checkpointer(source.parent, keep=1).load(
+        step, engine, scheduler, hint=f"this source checkpoint is incomplete: reshard another step of "
+        f"{source.parent}")
     config = dict(common["config"])
     config["parallel"] = {**config.get("parallel", {}), **_layout(args)}
     Checkpointer(Path(args.output) / "checkpoints", keep=cfg.train.keep_checkpoints).save(

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.sweeps import runner
     from megatron_ponder.sweeps.records import RecordError
     from megatron_ponder.sweeps.spec import SweepError, load_sweep
+    from megatron_ponder.training.checkpoint import CheckpointError
 
     try:
         sweep = load_sweep(args.sweep)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         indices = args.index if args.index is not None else list(range(len(sweep.runs)))
         runner.run_sweep(sweep, indices, threads=args.threads, train_only=args.train_only)
         return 0
-    except (SweepError, ConfigError, RecordError) as err:
+    except (SweepError, ConfigError, RecordError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except runner.RunFailed as err:

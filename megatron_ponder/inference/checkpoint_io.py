@@ -3,7 +3,9 @@
 A checkpoint stores global tensors with their shard layout, so a model built at any
 layout loads it through its own `sharded_state_dict`; the config travels in the
 checkpoint's common state. Accepted paths: a step directory, a run's `checkpoints/`
-directory or the run's output directory (the newest complete step of those).
+directory or the run's output directory (the newest complete step of those). Every read
+verifies the checkpoint's manifest first (training/checkpoint.py): a damaged checkpoint is
+a CheckpointError naming its files, which the tools report with exit code 2.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from megatron.core import dist_checkpointing
 
 from megatron_ponder.config import Config, config_from_dict, config_to_dict
-from megatron_ponder.training.checkpoint import Checkpointer, CheckpointError, load_sharded
+from megatron_ponder.training.checkpoint import (
+    Checkpointer, CheckpointError, load_sharded, read_common,
+)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -34,7 +37,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def checkpoint_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """The config saved with the checkpoint, at a single-process layout (TP 1), plus overrides."""
-    common = dist_checkpointing.load_common_state_dict(str(resolve_checkpoint(path)))
+    common = read_common(resolve_checkpoint(path))
     saved = dict(common["config"])
     saved["parallel"] = {}  # layout of this process, not of the run that saved it
     return config_from_dict(saved, list(overrides))

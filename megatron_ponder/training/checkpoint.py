@@ -3,17 +3,21 @@
 Layout under `<output_dir>/checkpoints/`:
   step_0000100/                      one complete checkpoint (dist_checkpointing format)
   latest_checkpointed_iteration.txt  the step of the newest complete one, written last
-A save writes into `step_XXXXXXX.tmp/`, renames it to its final name only when every rank
-has finished, and then replaces the tracker file; a crash at any point leaves the previous
-checkpoint and tracker untouched. The last `keep` checkpoints are kept.
+A save writes into `step_XXXXXXX.tmp/`, adds `manifest.json` (checksums of every file,
+checkpoint_manifest.py), renames it to its final name only when every rank has finished,
+and then replaces the tracker file; a crash at any point leaves the previous checkpoint and
+tracker untouched. The last `keep` checkpoints are kept. Every read goes through
+`read_common` or `load_sharded`, which verify the manifest first: a damaged checkpoint is a
+CheckpointError naming its files, never data loaded silently.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
-import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -24,22 +28,72 @@ from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
 
+from megatron_ponder.run_layout import STEP_DIR, TRACKER
+from megatron_ponder.training import checkpoint_manifest
 from megatron_ponder.training.cpu_shims import cuda_calls_resolve_to_cpu
 
-TRACKER = "latest_checkpointed_iteration.txt"
-STEP_DIR = re.compile(r"^step_(\d{7})$")
 # Fault injection for the crash-during-save test: seconds to sleep with the checkpoint
 # half written (files in the temporary directory, not yet renamed).
 SAVE_DELAY_ENV = "MEGATRON_PONDER_TEST_SAVE_DELAY_S"
+
+
+# Below this much free space a failed save is reported as a full disk.
+DISK_FULL_BYTES = 64 << 20
+TRAINING_HINT = "resume from a checkpoint of the same model shape or start a new train.output_dir"
 
 
 class CheckpointError(RuntimeError):
     pass
 
 
+class CheckpointSaveError(CheckpointError):
+    """A save that failed for a reason outside the program (a full disk): the run stops
+    with this message instead of a traceback; the previous checkpoint is intact."""
+
+
+# Checkpoints verified by this process: (path, manifest inode, manifest mtime) -> True.
+# A checkpoint never changes once renamed into place (a re-save makes a new directory), so
+# the tools' and the trainer's several reads of one checkpoint hash it once.
+_verified: set[tuple] = set()
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise CheckpointError naming every file of `path` that does not match its manifest.
+    A checkpoint without one (saved before checksums existed) loads with a warning.
+    A collective when several processes run: every rank calls it."""
+    path = Path(path)
+    manifest = path / checkpoint_manifest.MANIFEST
+    try:
+        stat = manifest.stat()
+        key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns)
+    except FileNotFoundError:
+        key = (str(path.resolve()), None, None)
+    if key in _verified:
+        return
+    problems = checkpoint_manifest.verify(path)
+    if problems is None:
+        if _rank() == 0:
+            print(f"warning: {path} has no {checkpoint_manifest.MANIFEST} (saved before "
+                  "checkpoints carried checksums): loading it unverified", file=sys.stderr)
+    elif problems:
+        raise CheckpointError(f"checkpoint {path} is damaged: " + "; ".join(problems))
+    _verified.add(key)
+
+
+def read_common(path: Path) -> dict:
+    """The checkpoint's common state (config, train state, world size), once verified."""
+    verify_checkpoint(path)
+    try:
+        return dist_checkpointing.load_common_state_dict(str(path))
+    except Exception as err:  # an unpicklable or missing common.pt
+        raise CheckpointError(f"checkpoint {path}: its common state (common.pt) cannot be read "
+                              f"({type(err).__name__}: {str(err)[:300]})") from None
+
+
 def load_sharded(template: dict, path: Path, hint: str) -> dict:
-    """dist_checkpointing.load, its failures (a missing shard, another model) as a
-    CheckpointError naming the checkpoint and what to do (`hint`)."""
+    """dist_checkpointing.load of a verified checkpoint, its failures (a missing shard,
+    another model) as a CheckpointError naming the checkpoint and what to do (`hint`)."""
+    verify_checkpoint(path)
     try:
         return dist_checkpointing.load(template, str(path))
     except BaseException as err:  # CheckpointException derives from BaseException
@@ -48,6 +102,13 @@ def load_sharded(template: dict, path: Path, hint: str) -> dict:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model or is incomplete ({type(err).__name__}: "
             f"{str(err)[:500]}); {hint}") from None
+
+
+def _last_line(err: BaseException) -> str:
+    """The innermost reason of an error whose text may carry a whole remote traceback
+    (torch's CheckpointException does)."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:300]
 
 
 def rng_state() -> dict:
@@ -112,13 +173,36 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         """The tracker's step if that checkpoint is complete, else the newest complete one."""
+        candidates = self.resume_candidates()
+        return candidates[0] if candidates else None
+
+    def resume_candidates(self) -> list[int]:
+        """Complete steps in the order a resume tries them: the tracker's, then newest first."""
+        complete = self.complete_steps()[::-1]
         tracker = self.directory / TRACKER
-        complete = self.complete_steps()
         if tracker.is_file():
             text = tracker.read_text().strip()
             if text.isdigit() and int(text) in complete:
-                return int(text)
-        return complete[-1] if complete else None
+                complete.remove(int(text))
+                return [int(text), *complete]
+        return complete
+
+    def newest_usable(self) -> tuple[int | None, list[str]]:
+        """(the step to resume from: the first candidate that verifies and whose common
+        state reads, or None when there is no checkpoint; why each newer one was skipped).
+        Raise CheckpointError when checkpoints exist but none is usable."""
+        skipped = []
+        for step in self.resume_candidates():
+            try:
+                read_common(self.path(step))
+                return step, skipped
+            except CheckpointError as err:
+                skipped.append(str(err))
+        if skipped:
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} is usable: " + " | ".join(skipped)
+                + ". Move the damaged ones away to start again from step 0.")
+        return None, skipped
 
     def path(self, step: int) -> Path:
         return self.directory / f"step_{step:07d}"
@@ -128,19 +212,32 @@ class Checkpointer:
     def save(self, step: int, engine, scheduler, train_state: dict, config: dict) -> Path:
         final = self.path(step)
         tmp = final.with_name(final.name + ".tmp")
-        if _rank() == 0:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-        _barrier()
-        strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1)
-        with engine.full_parameters(), cuda_calls_resolve_to_cpu():
-            state = sharded_state(engine, scheduler, train_state, config)
-            dist_checkpointing.save(state, str(tmp), sharded_strategy=strategy)
-        delay = float(os.environ.get(SAVE_DELAY_ENV, "0"))
-        if delay:
-            time.sleep(delay)
-        _barrier()
+        try:
+            if _rank() == 0:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+            _barrier()
+            strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1)
+            with engine.full_parameters(), cuda_calls_resolve_to_cpu():
+                state = sharded_state(engine, scheduler, train_state, config)
+                dist_checkpointing.save(state, str(tmp), sharded_strategy=strategy)
+            delay = float(os.environ.get(SAVE_DELAY_ENV, "0"))
+            if delay:
+                time.sleep(delay)
+            _barrier()
+            checkpoint_manifest.write_manifest(tmp)  # inside tmp: the rename publishes both
+        except BaseException as err:  # CheckpointException derives from BaseException
+            full = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else self._disk_full(err)
+            if full is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # give the space back
+            raise CheckpointSaveError(
+                f"saving checkpoint {final.name} failed: the file system of {self.directory} "
+                f"is full ({full / 2**20:.1f} MiB free). The newest complete checkpoint "
+                f"(step {self.latest_step()}) is intact; free space (or lower "
+                f"train.keep_checkpoints) and run the same command to resume. "
+                f"[{_last_line(err)}]") from err
         if _rank() == 0:
             if final.exists():  # an older save of the same step (a rerun): replace it
                 shutil.rmtree(final)
@@ -152,6 +249,18 @@ class Checkpointer:
         _barrier()
         return final
 
+    def _disk_full(self, err: BaseException) -> int | None:
+        """Free bytes when `err` comes from a full file system, else None. torch's writer
+        reports ENOSPC as "unexpected pos 704 vs 598", without errno: check the space too."""
+        existing = next(p for p in (self.directory, *self.directory.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        chain = err
+        while chain is not None:
+            if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+                return free
+            chain = chain.__cause__ or chain.__context__
+        return free if free < DISK_FULL_BYTES else None
+
     def _prune(self) -> None:
         for step in self.complete_steps()[: -self.keep]:
             shutil.rmtree(self.path(step), ignore_errors=True)
@@ -160,22 +269,22 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ load
 
-    def load(self, step: int, engine, scheduler) -> dict:
+    def load(self, step: int, engine, scheduler, hint: str = TRAINING_HINT) -> dict:
         """Restore model, optimizer, scheduler and RNG in place; return the common part.
 
         Model and optimizer tensors reshard to this run's layout (dist_checkpointing); the
         per-rank RNG states only load at the world size that saved them, else we keep the
-        fresh seeding of this run (nothing random is drawn from them in training).
+        fresh seeding of this run (nothing random is drawn from them in training). `hint`
+        ends the message of a checkpoint that does not load: what the caller can do.
         """
         path = self.path(step)
         world = dist.get_world_size() if dist.is_initialized() else 1
-        same_world = dist_checkpointing.load_common_state_dict(str(path))["world_size"] == world
+        same_world = read_common(path)["world_size"] == world
         with engine.full_parameters(modify=True):
             template = sharded_state(engine, scheduler, {}, {})
             if not same_world:
                 del template["rng"]
-            state = load_sharded(template, path, "resume from a checkpoint of the same model "
-                                 "shape or start a new train.output_dir")
+            state = load_sharded(template, path, hint)
             engine.model.load_state_dict(state["model"], strict=True)
         engine.load_optimizer_state(state["optimizer"], float(state["adam_step"]))
         scheduler.load_state_dict(state["scheduler"])

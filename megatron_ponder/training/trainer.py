@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape, training_flops
-from megatron_ponder.training.checkpoint import Checkpointer
+from megatron_ponder.training.checkpoint import Checkpointer, read_common
 from megatron_ponder.training.engines import build_engine, data_parallel_mean
 from megatron_ponder.training.evaluate import evaluate
 from megatron_ponder.training.metrics import MetricsLogger
@@ -98,7 +99,7 @@ class Trainer:
         tokenizer = Tokenizer.load(cfg.data.tokenizer)
         check_fits(tokenizer, cfg.model.vocab_size)
         self.checkpointer = Checkpointer(self.output_dir / "checkpoints", t.keep_checkpoints)
-        resume_step = self.checkpointer.latest_step()
+        resume_step = self._resume_step()
         if resume_step is not None:
             self._check_checkpoint_shape(resume_step)
         eval_samples = t.eval_batches * t.micro_batch_size
@@ -129,10 +130,18 @@ class Trainer:
         state_bytes = 3 * sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.last_save_s = 2.0 + state_bytes / 200e6
 
-    def _check_checkpoint_shape(self, step: int) -> None:
-        from megatron.core import dist_checkpointing
+    def _resume_step(self) -> int | None:
+        """The newest checkpoint that verifies; damaged newer ones are named and skipped."""
+        step, skipped = self.checkpointer.newest_usable()
+        if skipped and (not dist.is_initialized() or dist.get_rank() == 0):
+            for reason in skipped:
+                print(f"skipping a checkpoint: {reason}", file=sys.stderr, flush=True)
+            print(f"resuming from the newest usable checkpoint, {self.checkpointer.path(step)}",
+                  file=sys.stderr, flush=True)
+        return step
 
-        common = dist_checkpointing.load_common_state_dict(str(self.checkpointer.path(step)))
+    def _check_checkpoint_shape(self, step: int) -> None:
+        common = read_common(self.checkpointer.path(step))
         differ = _model_fields_differ(common["config"]["model"], config_to_dict(self.cfg)["model"])
         saved_method = common["config"]["ponder"]["method"], common["config"]["ponder"]["k"]
         if saved_method != (self.cfg.ponder.method, self.cfg.ponder.k):
