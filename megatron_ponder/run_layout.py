@@ -1,19 +1,117 @@
-"""What a training run's directory holds.
+"""What a training run's directory holds, and where a tool may write without harming one.
 
-    <train.output_dir>/            a run: config.yaml, metrics.jsonl, checkpoints/
+    <train.output_dir>/            a run: config.yaml, metrics.jsonl, .trainer.lock, checkpoints/
       checkpoints/                 latest_checkpointed_iteration.txt, step_NNNNNNN/
         step_NNNNNNN/              one checkpoint: metadata.json, manifest.json, common.pt, *.distcp
 
-Light on purpose (no torch): light tools import it.
+No tool writes into, or replaces, a directory that holds a run or a checkpoint, nor writes
+anywhere inside a checkpoint; `--force` replaces only a previous Hugging Face export
+(recognised by what tools/export_hf.py writes). Files next to a run's own (an eval_ppl
+JSON in the run directory) are fine, unless they would replace one of the run's files.
+Light on purpose (no torch): plot_pareto and the sweep CLI import it.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".trainer.lock"
 CHECKPOINTS_DIR = "checkpoints"
 TRACKER = "latest_checkpointed_iteration.txt"
 STEP_DIR = re.compile(r"^step_(\d{7})$")
 MANIFEST = "manifest.json"
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE, CHECKPOINTS_DIR)
+CHECKPOINT_ENTRIES = (TRACKER, MANIFEST, "metadata.json", "common.pt")
+# What tools/export_hf.py writes that nothing else does (megatron_ponder/export/hf_export.py).
+EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_CONFIG_KEY = "model.safetensors", "config.json", "megatron_ponder_config"
+
+
+def _refuse(message: str):
+    from megatron_ponder.config import ConfigError  # imports torch: only when refusing
+
+    raise ConfigError(message)
+
+
+def run_contents(directory: Path) -> str | None:
+    """The first entry of `directory` that marks a run or a checkpoint, else None."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    for name in (*RUN_ENTRIES, *CHECKPOINT_ENTRIES):
+        if (directory / name).exists():
+            return name
+    return next((p.name for p in directory.iterdir() if STEP_DIR.match(p.name) and p.is_dir()), None)
+
+
+def _checkpoint_around(path: Path) -> Path | None:
+    """`path` itself or its nearest ancestor that is a checkpoint or a checkpoints/ directory."""
+    for directory in (path, *path.parents):
+        if directory.is_dir() and (STEP_DIR.match(directory.name)
+                                   or any((directory / n).exists() for n in CHECKPOINT_ENTRIES)):
+            return directory
+    return None
+
+
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """A directory a tool will create or add files to (`what` names the argument)."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        _refuse(f"{what} {path} is a file, not a directory")
+    holds = run_contents(path)
+    if holds is not None:
+        _refuse(f"{what} {path} holds a training run or checkpoint ({holds}): "
+                          "choose another directory; nothing was written")
+    inside = _checkpoint_around(path.parent)
+    if inside is not None:
+        _refuse(f"{what} {path} is inside the checkpoint directory {inside}: "
+                          "choose a directory outside it; nothing was written")
+    return path
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """A file a tool will write (or replace): never a run's own file, nothing in a checkpoint."""
+    path = Path(path).absolute()
+    if path.is_dir():
+        _refuse(f"{what} {path} is a directory; give a file name")
+    inside = _checkpoint_around(path.parent)
+    if inside is not None:
+        _refuse(f"{what} {path} is inside the checkpoint directory {inside}: "
+                          "choose a file outside it; nothing was written")
+    if path.name in RUN_ENTRIES and run_contents(path.parent) is not None:
+        _refuse(f"{what} {path} would replace the run's own {path.name}: choose "
+                          "another file name; nothing was written")
+    return path
+
+
+def is_export(directory: Path) -> bool:
+    """True for a folder tools/export_hf.py wrote: its config and weights, files only (so
+    nothing else, no run, can be inside)."""
+    directory = Path(directory)
+    try:
+        entries = list(directory.iterdir())
+        config = json.loads((directory / EXPORT_CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(config, dict) and EXPORT_CONFIG_KEY in config
+            and (directory / EXPORT_WEIGHTS).is_file() and all(p.is_file() for p in entries))
+
+
+def check_export_output(path: str | Path, force: bool) -> Path:
+    """The folder tools/export_hf.py writes: new, or with `force` a previous export only."""
+    path = check_output_dir(path, "output")
+    for staging in (path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")):
+        if run_contents(staging) is not None:  # export_hf clears its staging folders
+            _refuse(f"{staging} holds a training run or checkpoint and export_hf "
+                              f"stages {path} there: choose another output folder")
+    if path.exists():
+        if not force:
+            _refuse(f"{path} already exists; pass --force to replace a previous export")
+        if not is_export(path):
+            _refuse(f"{path} exists and is not a previous export (no {EXPORT_CONFIG} "
+                              f"with {EXPORT_CONFIG_KEY} and {EXPORT_WEIGHTS}, or it holds "
+                              "folders): --force replaces only an export; choose another folder")
+    return path

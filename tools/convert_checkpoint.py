@@ -45,13 +45,13 @@ def parse_args(argv):
     sub = parser.add_subparsers(dest="command", required=True)
     reshard = sub.add_parser("reshard", help="trainer checkpoint -> another TP x PP layout")
     reshard.add_argument("input", help="step directory, checkpoints/ directory or run directory")
-    reshard.add_argument("output", help="run directory to write (must not hold checkpoints)")
+    reshard.add_argument("output", help="run directory to write (must not hold a run)")
     reshard.add_argument("--tensor-parallel", type=int, required=True)
     reshard.add_argument("--pipeline-parallel", type=int, default=1)
     imp = sub.add_parser("import-hf", help="Hugging Face folder -> trainer checkpoint")
     imp.add_argument("input", help="a stock Llama / Mistral / Qwen2 folder (with --recipe), or "
                      "a folder written by tools/export_hf.py (exact, without --recipe)")
-    imp.add_argument("output", help="run directory to write (must not hold checkpoints)")
+    imp.add_argument("output", help="run directory to write (must not hold a run)")
     imp.add_argument("overrides", nargs="*", help="recipe overrides section.key=value")
     imp.add_argument("--recipe", help="recipe for everything but the architecture, which comes "
                      "from the folder's config.json")
@@ -65,13 +65,6 @@ def parse_args(argv):
     if rest:
         args.overrides = [*args.overrides, *rest]
     return args
-
-
-def _refuse_existing(output: Path) -> None:
-    from megatron_ponder.config import ConfigError
-
-    if (output / "checkpoints").exists():
-        raise ConfigError(f"{output}/checkpoints already exists: choose a new output directory")
 
 
 def _layout(args) -> dict:
@@ -180,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
     from megatron_ponder.config import ConfigError
+    from megatron_ponder.run_layout import check_output_dir
     from megatron_ponder.training.checkpoint import CheckpointError
 
     try:
-        _refuse_existing(Path(args.output))
+        if int(os.environ.get("RANK", "0")) == 0:  # a later rank would see rank 0's output
+            check_output_dir(args.output, "output")
         if args.command == "reshard" and _processes(args) > 1 and "WORLD_SIZE" not in os.environ:
             _target(args)  # bad input: exit 2 here, before any process starts
             # Relaunch under torchrun, one process per target rank (gloo on CPU, nccl on GPU).

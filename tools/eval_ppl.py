@@ -62,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.data.tokenizer import Tokenizer, check_fits
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.ppl_sweep import format_table, sweep_taus
+    from megatron_ponder.run_layout import check_output_file
     from megatron_ponder.training.checkpoint import CheckpointError
 
     try:
         if args.samples < 1 or args.batch_size < 1:
             raise ConfigError("--samples and --batch-size must be >= 1")
+        if args.output:
+            check_output_file(args.output, "--output")
         model, cfg = load_model(args.checkpoint)
         taus = args.taus or [cfg.ponder.tau]
         if args.data_prefix:

@@ -26,22 +26,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
-    parser.add_argument("output", help="folder to write (refused if it exists, unless --force)")
+    parser.add_argument("output", help="folder to write (refused if it exists, unless --force "
+                        "and it is a previous export; never a run or checkpoint)")
     parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: "
                         "data.tokenizer of the checkpoint's config)")
     parser.add_argument("--tau", type=float, default=None,
                         help="ponder_tau written into the config (default: the checkpoint's)")
-    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--force", action="store_true", help="replace a previous export")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
     from megatron_ponder.config import ConfigError
     from megatron_ponder.export.hf_export import export_hf
     from megatron_ponder.inference.checkpoint_io import load_model
+    from megatron_ponder.run_layout import check_export_output
     from megatron_ponder.training.checkpoint import CheckpointError
 
     overrides = [] if args.tau is None else [f"ponder.tau={args.tau}"]
     try:
+        check_export_output(args.output, args.force)  # before the load: fail fast
         model, cfg = load_model(args.checkpoint, overrides, device="cpu")
         out = export_hf(model, cfg, args.tokenizer or cfg.data.tokenizer, args.output, args.force)
     except (ConfigError, CheckpointError, FileExistsError, ValueError) as err:

@@ -10,7 +10,7 @@ Writes OUT/pareto.{png,svg}, OUT/scaling.{png,svg} (when some configuration was 
 >= 3 sizes), OUT/table.md (the aggregated table) and OUT/scaling_fit.json. Records that
 are malformed or cannot be compared (another sweep, other training tokens, a repeated run,
 seeds with different taus) are refused with the file and field named. Exit codes: 0 done,
-2 bad records.
+2 bad records or an --out that holds a training run.
 """
 
 from __future__ import annotations
@@ -36,15 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default=None, help="plot title (default: the sweep name)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no matplotlib
+    from megatron_ponder.config import ConfigError
+    from megatron_ponder.run_layout import check_output_dir
     from megatron_ponder.sweeps.pareto import aggregate, fit_scaling_law, pareto_frontier
     from megatron_ponder.sweeps.plots import markdown_table, plot_pareto, plot_scaling
     from megatron_ponder.sweeps.records import RecordError, load_records
 
     try:
+        check_output_dir(args.out, "--out")
         records = load_records(Path(args.records))
         print(f"read {len(records)} records from {args.records}")
         points = aggregate(records)
-    except RecordError as err:
+    except (RecordError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)

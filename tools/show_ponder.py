@@ -42,9 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.decoding import check_prompts
     from megatron_ponder.inference.ponder_view import render_html, render_png
     from megatron_ponder.inference.scoring import check_tau, hard_forward, kept_steps_of
+    from megatron_ponder.run_layout import check_output_file
     from megatron_ponder.training.checkpoint import CheckpointError
 
+    out = Path(args.output)
     try:
+        for suffix in (".html", ".png"):
+            check_output_file(out.with_name(out.name + suffix), "--output")
         text = args.text if args.text is not None else Path(args.text_file).read_text(encoding="utf-8")
         model, cfg = load_model(args.checkpoint)
         if cfg.ponder.method != "ponderlm3":
@@ -63,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     pieces = [tokenizer.decode(ids[: i + 1])[len(tokenizer.decode(ids[:i])):] for i in range(1, len(ids))]
     steps = steps[0, 1:].tolist()
     title = f"{Path(args.checkpoint).name}: tau={tau:g}, K={cfg.ponder.k}"
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     html_path, png_path = out.with_name(out.name + ".html"), out.with_name(out.name + ".png")
     tmp = html_path.with_name(html_path.name + ".tmp")

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="megatron")
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no torch
     from megatron_ponder.config import ConfigError
+    from megatron_ponder.run_layout import check_output_dir
     from megatron_ponder.sweeps import runner
     from megatron_ponder.sweeps.records import RecordError
     from megatron_ponder.sweeps.spec import SweepError, load_sweep
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             for run in sweep.runs:
                 print(f"{run.index:4d}  {run.run_id:<40s}  {runner.status(sweep, run)}")
             return 0
+        check_output_dir(sweep.output_dir, f"{args.sweep}: output_dir")
         bad = [i for i in args.index or [] if not 0 <= i < len(sweep.runs)]
         if bad:
             raise SweepError(f"--index {bad[0]} is out of range: {args.sweep} has "

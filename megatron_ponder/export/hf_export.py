@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from megatron_ponder.config import Config, ConfigError, config_from_dict, config_to_dict
 from megatron_ponder.export import hf_weights
+from megatron_ponder.run_layout import check_export_output
 
 EXPORTABLE = ("vanilla", "pause", "ponderlm2", "ponderlm3")
 MODELING_FILE = Path(__file__).with_name("modeling_ponder.py")
@@ -98,9 +99,7 @@ def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Pa
     if cfg.ponder.method not in EXPORTABLE:
         raise ConfigError(f"ponder.method={cfg.ponder.method!r} cannot be exported: it needs a KV "
                           f"cache per pass; exportable methods: {', '.join(EXPORTABLE)}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise FileExistsError(f"{out_dir} already exists; pass --force to replace it")
+    out_dir = check_export_output(out_dir, force)  # never a run, --force only an export
     sp = Tokenizer.load(tokenizer_model)
     check_fits(sp, cfg.model.vocab_size)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
