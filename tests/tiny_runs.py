@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from distributed import free_port
@@ -43,6 +44,22 @@ def torchrun(recipe: Path, *overrides: str, nproc: int = 2, timeout: float = 900
          "--master-port", str(free_port()), "-m", "megatron_ponder.train", str(recipe),
          *overrides],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def launch_trainer(recipe: Path, env_extra: dict | None = None) -> subprocess.Popen:
+    """The training CLI in the background, its output discarded (fault tests watch files)."""
+    return subprocess.Popen([sys.executable, "-m", "megatron_ponder.train", str(recipe)],
+                            cwd=ROOT, env={**os.environ, **(env_extra or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout_s: float = 900) -> None:
+    """Poll `predicate` until it holds; fail if `proc` exits first or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert proc.poll() is None, f"the trainer exited early ({proc.returncode})"
+        assert time.monotonic() < deadline, "timed out waiting for the trainer"
+        time.sleep(0.05)
 
 
 def launch_ranks(recipe: Path, *overrides: str, world_size: int = 2) -> list[subprocess.Popen]:

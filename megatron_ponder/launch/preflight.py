@@ -1,5 +1,6 @@
 """Checks a batch job runs before it starts any process: the recipe loads, the job's process
-count fits the recipe's parallel layout, and the output directory is writable. Each failure
+count fits the recipe's parallel layout, and the output directory is writable and not in use
+by another trainer. Each failure
 is a ConfigError naming the file, field or count and what would be valid."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from megatron_ponder.config import Config, ConfigError, load_config
 from megatron_ponder.parallel.layout import check_layout
+from megatron_ponder.training.run_lock import RunLock
 
 
 def check_job_layout(cfg: Config, nodes: int, procs_per_node: int) -> None:
@@ -38,4 +40,5 @@ def preflight(recipe: str, overrides: list[str], nodes: int, procs_per_node: int
     check_job_layout(cfg, nodes, procs_per_node)
     output_dir = Path(cfg.train.output_dir).resolve()
     check_writable(output_dir)
+    RunLock(output_dir).check_free()  # another job training into it: refuse now, exit 2
     return output_dir

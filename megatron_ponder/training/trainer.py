@@ -31,6 +31,7 @@ from megatron_ponder.training.engines import build_engine, data_parallel_mean
 from megatron_ponder.training.evaluate import evaluate
 from megatron_ponder.training.metrics import MetricsLogger
 from megatron_ponder.training.optim import build_scheduler
+from megatron_ponder.training.run_lock import lock_run
 from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE, StopRequest
 from megatron_ponder.training.throughput import peak_flops
 
@@ -78,10 +79,13 @@ class Trainer:
         self.cfg = cfg
         self.output_dir = Path(cfg.train.output_dir)
         self.stop = StopRequest(cfg.train.max_wall_time_s)  # first: a signal during set-up is kept
+        self.run_lock = None
         try:
             self._set_up(cfg)
         except BaseException:
             self.stop.restore()
+            if self.run_lock is not None:
+                self.run_lock.release()
             raise
 
     def _set_up(self, cfg: Config) -> None:
@@ -98,6 +102,9 @@ class Trainer:
 
         tokenizer = Tokenizer.load(cfg.data.tokenizer)
         check_fits(tokenizer, cfg.model.vocab_size)
+        # After the input checks (bad input writes nothing), before the resume point is
+        # chosen and anything is written: one trainer per output directory.
+        self.run_lock = lock_run(self.output_dir)
         self.checkpointer = Checkpointer(self.output_dir / "checkpoints", t.keep_checkpoints)
         resume_step = self._resume_step()
         if resume_step is not None:
@@ -297,6 +304,8 @@ class Trainer:
         finally:
             self.stop.restore()
             self.logger.close()
+            if self.run_lock is not None:
+                self.run_lock.release()
 
     def _stop(self, reason: str) -> int:
         self.logger.print(f"stopping at step {self.state.step}: {reason}")
