@@ -30,11 +30,15 @@ from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShard
 
 from megatron_ponder.run_layout import STEP_DIR, TRACKER
 from megatron_ponder.training import checkpoint_manifest
+from megatron_ponder.training.child_processes import die_with_parent, writer_results_in_process
 from megatron_ponder.training.cpu_shims import cuda_calls_resolve_to_cpu
 
 # Fault injection for the crash-during-save test: seconds to sleep with the checkpoint
 # half written (files in the temporary directory, not yet renamed).
 SAVE_DELAY_ENV = "MEGATRON_PONDER_TEST_SAVE_DELAY_S"
+# Fault injection for the orphaned-writer test: seconds each process megatron forks to write
+# the checkpoint sleeps first, so the trainer can be killed while its writers are alive.
+WRITER_DELAY_ENV = "MEGATRON_PONDER_TEST_WRITER_DELAY_S"
 
 
 # Below this much free space a failed save is reported as a full disk.
@@ -109,6 +113,17 @@ def _last_line(err: BaseException) -> str:
     (torch's CheckpointException does)."""
     lines = [line for line in str(err).splitlines() if line.strip()]
     return (lines[-1] if lines else type(err).__name__)[:300]
+
+
+_writer_delay_registered = False
+
+
+def _inject_writer_delay() -> None:
+    global _writer_delay_registered
+    delay = float(os.environ.get(WRITER_DELAY_ENV, "0"))
+    if delay and not _writer_delay_registered:
+        os.register_at_fork(after_in_child=lambda: time.sleep(delay))
+        _writer_delay_registered = True
 
 
 def rng_state() -> dict:
@@ -212,6 +227,9 @@ class Checkpointer:
     def save(self, step: int, engine, scheduler, train_state: dict, config: dict) -> Path:
         final = self.path(step)
         tmp = final.with_name(final.name + ".tmp")
+        writer_results_in_process()  # no process outlives a killed saver (child_processes.py)
+        die_with_parent()
+        _inject_writer_delay()
         try:
             if _rank() == 0:
                 self.directory.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import yaml
 from threads import _one_thread  # noqa: F401 (autouse fixture)
 from tiny_runs import ROOT, run_dict
 from megatron_ponder.config import config_from_dict
-from megatron_ponder.training.checkpoint import Checkpointer, CheckpointError
+from megatron_ponder.training.checkpoint import CheckpointError
 from megatron_ponder.training.checkpoint_manifest import MANIFEST, file_digest
 from megatron_ponder.training.trainer import Trainer
 
