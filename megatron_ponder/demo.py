@@ -9,7 +9,6 @@ training resumes from its newest checkpoint, so running it twice is cheap.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -46,8 +45,9 @@ def prepare_data(cfg) -> None:
 
 
 def summary(cfg) -> None:
-    records = [json.loads(line) for line in
-               (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    from megatron_ponder.training.metrics import read_records
+
+    records = read_records(Path(cfg.train.output_dir) / "metrics.jsonl")
     final = [r for r in records if r["kind"] == "final"][-1]
     ckpt = Path(cfg.train.output_dir) / "checkpoints"
     print("\n=== demo summary ===")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -32,8 +31,10 @@ def run_dict(tiny_data: dict, output_dir: Path, method: str = "ponderlm3", **tra
 
 
 def read_metrics(output_dir, kind: str = "train") -> dict[int, dict]:
-    lines = (Path(output_dir) / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r for r in map(json.loads, lines) if r["kind"] == kind}
+    from megatron_ponder.training.metrics import read_records
+
+    return {r["step"]: r for r in read_records(Path(output_dir) / "metrics.jsonl")
+            if r["kind"] == kind}
 
 
 def torchrun(recipe: Path, *overrides: str, nproc: int = 2, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -11,6 +11,25 @@ from megatron.core.tensor_parallel.layers import param_is_not_tensor_parallel_du
 
 from megatron_ponder.config import TrainConfig
 
+# Settings a checkpoint's optimizer state carries (AdamW's param groups, the schedule's base
+# lr; which of them each engine restores differs): a resumed run would keep the saved values
+# whatever the recipe says, so a resume that changes one is refused.
+KEPT_FROM_CHECKPOINT = ("lr", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps")
+# Settings a resumed run applies from its next step (the schedule and the clipping read the
+# recipe); a change is logged.
+APPLIED_ON_RESUME = ("steps", "warmup_fraction", "min_lr_ratio", "grad_clip",
+                     "global_batch_size")
+
+
+def resume_changes(saved: dict, t: TrainConfig) -> tuple[list[str], dict[str, list]]:
+    """(refused changes as "train.X: checkpoint A, recipe B", applied ones {train.X: [A, B]})
+    between the train section a checkpoint was saved with and this run's."""
+    refused = [f"train.{k}: checkpoint {saved[k]!r}, recipe {getattr(t, k)!r}"
+               for k in KEPT_FROM_CHECKPOINT if k in saved and saved[k] != getattr(t, k)]
+    applied = {f"train.{k}": [saved[k], getattr(t, k)]
+               for k in APPLIED_ON_RESUME if k in saved and saved[k] != getattr(t, k)}
+    return refused, applied
+
 
 def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on norms, biases and other vectors (the usual LLaMA recipe)."""

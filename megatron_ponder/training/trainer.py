@@ -30,7 +30,7 @@ from megatron_ponder.training.checkpoint import Checkpointer, read_common
 from megatron_ponder.training.engines import build_engine, data_parallel_mean
 from megatron_ponder.training.evaluate import evaluate
 from megatron_ponder.training.metrics import MetricsLogger
-from megatron_ponder.training.optim import build_scheduler
+from megatron_ponder.training.optim import build_scheduler, resume_changes
 from megatron_ponder.training.run_lock import lock_run
 from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE, StopRequest
 from megatron_ponder.training.throughput import peak_flops
@@ -107,8 +107,10 @@ class Trainer:
         self.run_lock = lock_run(self.output_dir)
         self.checkpointer = Checkpointer(self.output_dir / "checkpoints", t.keep_checkpoints)
         resume_step = self._resume_step()
+        applied = {}
         if resume_step is not None:
             self._check_checkpoint_shape(resume_step)
+            applied = self._check_optimizer_settings(resume_step)
         eval_samples = t.eval_batches * t.micro_batch_size
         self.train_data, self.valid_data, _ = build_datasets(
             cfg.data, vocab_size=tokenizer.vocab_size, eod_id=tokenizer.eod_id, seed=cfg.seed,
@@ -128,6 +130,10 @@ class Trainer:
         self.logger = MetricsLogger(cfg, self.output_dir, self.state.step)
         if resume_step is not None:
             self.logger.print(f"resumed from {self.checkpointer.path(resume_step)} at step {self.state.step}")
+        if applied:  # config.yaml below holds the new values; this record, the old ones
+            self.logger.print("changed since the checkpoint, applied from this step: " + "; ".join(
+                f"{k} {old!r} -> {new!r}" for k, (old, new) in applied.items()))
+            self.logger.log(self.state.step, {"changed": applied}, kind="resume")
         if self.logger.enabled:
             (self.output_dir / "config.yaml").write_text(
                 yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
@@ -146,6 +152,19 @@ class Trainer:
             print(f"resuming from the newest usable checkpoint, {self.checkpointer.path(step)}",
                   file=sys.stderr, flush=True)
         return step
+
+    def _check_optimizer_settings(self, step: int) -> dict:
+        """Refuse a changed setting the checkpoint's optimizer state would silently override;
+        return the changed settings that take effect ({field: [checkpoint, recipe]})."""
+        refused, applied = resume_changes(read_common(self.checkpointer.path(step))["config"]
+                                          ["train"], self.cfg.train)
+        if refused:
+            raise ConfigError(
+                f"cannot resume from {self.checkpointer.path(step)} with changed optimizer "
+                f"settings ({'; '.join(refused)}): the checkpoint's optimizer state keeps the "
+                "values it was saved with, so the new ones would be silently ignored. Resume "
+                "with the checkpoint's values, or start a new train.output_dir.")
+        return applied
 
     def _check_checkpoint_shape(self, step: int) -> None:
         common = read_common(self.checkpointer.path(step))
