@@ -27,7 +27,8 @@ MANIFEST = "manifest.json"
 RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, LOCK_FILE, CHECKPOINTS_DIR)
 CHECKPOINT_ENTRIES = (TRACKER, MANIFEST, "metadata.json", "common.pt")
 # What tools/export_hf.py writes that nothing else does (megatron_ponder/export/hf_export.py).
-EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_CONFIG_KEY = "model.safetensors", "config.json", "megatron_ponder_config"
+EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
+EXPORT_CONFIG_KEY = "megatron_ponder_config"
 
 
 def _refuse(message: str):

@@ -20,11 +20,11 @@ from safetensors.torch import load_file, save_file
 
 from megatron_ponder.config import Config, ConfigError, config_from_dict, config_to_dict
 from megatron_ponder.export import hf_weights
-from megatron_ponder.run_layout import check_export_output
+from megatron_ponder.run_layout import EXPORT_WEIGHTS, check_export_output
 
 EXPORTABLE = ("vanilla", "pause", "ponderlm2", "ponderlm3")
 MODELING_FILE = Path(__file__).with_name("modeling_ponder.py")
-WEIGHTS = "model.safetensors"
+WEIGHTS = EXPORT_WEIGHTS  # what marks a folder as an export (run_layout.is_export)
 
 
 def _common(cfg: Config, eod_id: int) -> dict:

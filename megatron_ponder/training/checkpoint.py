@@ -39,8 +39,6 @@ SAVE_DELAY_ENV = "MEGATRON_PONDER_TEST_SAVE_DELAY_S"
 # Fault injection for the orphaned-writer test: seconds each process megatron forks to write
 # the checkpoint sleeps first, so the trainer can be killed while its writers are alive.
 WRITER_DELAY_ENV = "MEGATRON_PONDER_TEST_WRITER_DELAY_S"
-
-
 # Below this much free space a failed save is reported as a full disk.
 DISK_FULL_BYTES = 64 << 20
 TRAINING_HINT = "resume from a checkpoint of the same model shape or start a new train.output_dir"
@@ -55,7 +53,7 @@ class CheckpointSaveError(CheckpointError):
     with this message instead of a traceback; the previous checkpoint is intact."""
 
 
-# Checkpoints verified by this process: (path, manifest inode, manifest mtime) -> True.
+# Checkpoints this process verified: (path, manifest inode, manifest mtime).
 # A checkpoint never changes once renamed into place (a re-save makes a new directory), so
 # the tools' and the trainer's several reads of one checkpoint hash it once.
 _verified: set[tuple] = set()
@@ -246,7 +244,8 @@ class Checkpointer:
             _barrier()
             checkpoint_manifest.write_manifest(tmp)  # inside tmp: the rename publishes both
         except BaseException as err:  # CheckpointException derives from BaseException
-            full = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else self._disk_full(err)
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+            full = None if interrupted else self._disk_full(err)
             if full is None:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # give the space back

@@ -49,15 +49,17 @@ def _files(directory: Path) -> list[str]:
                   if p.is_file() and p.name != MANIFEST)
 
 
-def _share(names: list[str]) -> tuple[list[str], bool]:
-    """(this rank's round-robin share of `names`, whether the ranks split the work)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        return names[dist.get_rank()::dist.get_world_size()], True
-    return names, False
+def _split() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _gather(part: dict, split: bool) -> dict:
-    if not split:
+def _share(names: list[str]) -> list[str]:
+    """This rank's round-robin share of `names` (the same list on every rank)."""
+    return names[dist.get_rank()::dist.get_world_size()] if _split() else names
+
+
+def _gather(part: dict) -> dict:
+    if not _split():
         return part
     parts = [None] * dist.get_world_size()
     dist.all_gather_object(parts, part)
@@ -68,10 +70,12 @@ def write_manifest(directory: Path) -> None:
     """Hash every file of `directory` (a collective when several processes run: every rank
     calls it) and write the manifest there, atomically; rank 0 writes."""
     directory = Path(directory)
-    names, split = _share(_files(directory))
+    names = [_files(directory)]
+    if _split():  # rank 0's listing for all: another node's directory cache may lag
+        dist.broadcast_object_list(names, src=0)
     entries = _gather({n: {"bytes": (directory / n).stat().st_size,
-                           ALGORITHM: file_digest(directory / n)} for n in names}, split)
-    if split and dist.get_rank() != 0:
+                           ALGORITHM: file_digest(directory / n)} for n in _share(names[0])})
+    if _split() and dist.get_rank() != 0:
         return
     tmp = directory / (MANIFEST + ".tmp")
     with open(tmp, "w") as f:
@@ -93,12 +97,15 @@ def verify(directory: Path) -> list[str] | None:
     try:
         data = json.loads(manifest.read_text())
         files = data["files"]
-        if data.get("algorithm") != ALGORITHM or not isinstance(files, dict):
-            raise ValueError(f"algorithm {data.get('algorithm')!r}")
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        if data.get("algorithm") != ALGORITHM:
+            raise ValueError(f"algorithm {data.get('algorithm')!r}, expected {ALGORITHM!r}")
+        if not all(isinstance(e.get("bytes"), int) and isinstance(e.get(ALGORITHM), str)
+                   for e in files.values()):
+            raise ValueError("an entry without bytes or checksum")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         return [f"{MANIFEST}: unreadable ({type(err).__name__}: {err})"]
-    names, split = _share(sorted(files))
-    problems = _gather({n: p for n in names if (p := _check(directory / n, files[n]))}, split)
+    mine = {name: _check(directory / name, files[name]) for name in _share(sorted(files))}
+    problems = _gather({name: problem for name, problem in mine.items() if problem})
     return [f"{n}: {problems[n]}" for n in sorted(problems)]
 
 
