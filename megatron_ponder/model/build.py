@@ -9,7 +9,9 @@ from megatron_ponder.config import Config, ConfigError, validate
 from megatron_ponder.model.ponder_lm import PonderLM
 
 
-def build_model(cfg: Config, params_dtype: torch.dtype = torch.float32) -> PonderLM:
+def build_model(cfg: Config, params_dtype: torch.dtype = torch.float32, *,
+                fused_kernels: bool = False) -> PonderLM:
+    """fused_kernels: Transformer Engine's layer spec (CUDA only; model/spec.py)."""
     validate(cfg)  # before any allocation: a bad field never costs a model build
     tp = cfg.parallel.tensor_model_parallel_size
     if not parallel_state.model_parallel_is_initialized():
@@ -20,4 +22,4 @@ def build_model(cfg: Config, params_dtype: torch.dtype = torch.float32) -> Ponde
             f"parallel.tensor_model_parallel_size={tp} does not match the initialised "
             f"tensor-parallel group of size {actual}"
         )
-    return PonderLM(cfg, params_dtype)
+    return PonderLM(cfg, params_dtype, fused_kernels)

@@ -28,13 +28,13 @@ from torch import nn
 
 from megatron_ponder.config import Config
 from megatron_ponder.model.rope import RotaryTable
-from megatron_ponder.model.spec import ponder_layer_spec
+from megatron_ponder.model.spec import final_norm_module, ponder_layer_spec
 from megatron_ponder.ponder.registry import USES_PAUSE, USES_ROUTER
 from megatron_ponder.ponder.router import Router
 
 
 class PonderDecoder(MegatronModule):
-    def __init__(self, cfg: Config, config: TransformerConfig):
+    def __init__(self, cfg: Config, config: TransformerConfig, fused_kernels: bool = False):
         super().__init__(config=config)
         m, p = cfg.model, cfg.ponder
         self.tp_group = parallel_state.get_tensor_model_parallel_group()
@@ -54,7 +54,7 @@ class PonderDecoder(MegatronModule):
             if p.method in USES_PAUSE:
                 self.pause_embedding = nn.Parameter(torch.empty(m.hidden_size))
         self.sequence_parallel = cfg.parallel.sequence_parallel
-        spec = ponder_layer_spec(p.attention_backend, self.sequence_parallel)
+        spec = ponder_layer_spec(p.attention_backend, self.sequence_parallel, fused_kernels)
         self.decoder = TransformerBlock(
             config, spec, post_layer_norm=False,
             pg_collection=ProcessGroupCollection.use_mpu_process_groups(),
@@ -67,8 +67,8 @@ class PonderDecoder(MegatronModule):
             # would be marked for the TP all-reduce of partial gradients and summed TP times.
             whole_sequence = dataclasses.replace(config, sequence_parallel=False)
             self.final_layernorm = build_module(
-                spec.submodules.input_layernorm, config=whole_sequence, hidden_size=m.hidden_size,
-                eps=m.norm_eps,
+                final_norm_module(spec, fused_kernels), config=whole_sequence,
+                hidden_size=m.hidden_size, eps=m.norm_eps,
             )
             self.output_layer = tensor_parallel.ColumnParallelLinear(
                 m.hidden_size, m.vocab_size, config=whole_sequence, init_method=config.init_method,

@@ -47,7 +47,7 @@ def _full_shape(name: str, param: torch.Tensor) -> tuple[int, ...]:
 
 def _draw(name: str, shape: tuple[int, ...], cfg: Config, router_output: bool) -> torch.Tensor:
     m = cfg.model
-    if name.endswith("layernorm.weight"):
+    if name.endswith(("layernorm.weight", "layer_norm_weight")):  # local / TE-fused norms
         return torch.ones(shape)
     if name.endswith(".bias") or router_output:
         return torch.zeros(shape)

@@ -16,11 +16,12 @@ from megatron_ponder.ponder.loss import ponder_statistics
 
 
 class PonderLM(MegatronModule):
-    def __init__(self, cfg: Config, params_dtype: torch.dtype = torch.float32):
-        config = to_transformer_config(cfg, params_dtype)
+    def __init__(self, cfg: Config, params_dtype: torch.dtype = torch.float32,
+                 fused_kernels: bool = False):
+        config = to_transformer_config(cfg, params_dtype, fused_kernels)
         super().__init__(config=config)
         self.cfg = cfg
-        self.decoder = PonderDecoder(cfg, config)
+        self.decoder = PonderDecoder(cfg, config, fused_kernels)
         initialize_parameters(self, cfg)
 
     def jacobi_for_step(self, step: int) -> int:

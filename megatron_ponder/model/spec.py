@@ -1,10 +1,20 @@
-"""The decoder layer: megatron-core's local GPT layer spec with our core attention."""
+"""The decoder layer: a megatron-core GPT layer spec with our core attention.
+
+Two specs, the same parameters: megatron-core's local one (torch modules; on CPU, and with
+train.compile fused by torch.compile), and on CUDA, when Transformer Engine imports, its TE
+spec: RMSNorm fused into the QKV and fc1 GEMMs, TE's SwiGLU and TE's fused RoPE
+(`fused_kernels`, chosen by the trainer). Both store checkpoints under the same keys
+(megatron maps the local norms onto the TE names), so a run moves between them.
+"""
 
 from __future__ import annotations
 
 from functools import partial
 
-from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+import torch
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_layer_local_spec, get_gpt_layer_with_transformer_engine_spec,
+)
 from megatron.core.tensor_parallel import RowParallelLinear
 from megatron.core.transformer.spec_utils import ModuleSpec
 
@@ -25,13 +35,31 @@ class GroupedRowParallelLinear(RowParallelLinear):
         return super()._forward_impl(input, weight, *args, **kwargs)
 
 
-def ponder_layer_spec(attention_backend: str, sequence_parallel: bool = False) -> ModuleSpec:
+def fused_kernels_available(device: torch.device) -> bool:
+    """Transformer Engine's fused kernels are used on CUDA whenever TE imports (a TE recent
+    enough for megatron's TE SwiGLU op, 1.13+)."""
+    if device.type != "cuda":
+        return False
+    try:
+        from megatron.core.extensions.transformer_engine import TEActivationOp
+    except ImportError:
+        return False
+    return TEActivationOp is not None
+
+
+def ponder_layer_spec(attention_backend: str, sequence_parallel: bool = False,
+                      fused_kernels: bool = False) -> ModuleSpec:
     """RMSNorm, SwiGLU MLP, Column/RowParallel linears; only core_attention is ours.
-    Sequence parallelism takes Transformer Engine's norms (the torch ones refuse it)."""
-    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
-    spec.submodules.self_attention.submodules.linear_proj = GroupedRowParallelLinear
-    spec.submodules.mlp.submodules.linear_fc2 = GroupedRowParallelLinear
-    if sequence_parallel:
+    Sequence parallelism takes Transformer Engine's norms (the torch ones refuse it).
+    fused_kernels: TE's spec (the transformer config must enable TE's SwiGLU and RoPE
+    fusion too: model/transformer_config.py)."""
+    if fused_kernels:
+        spec = get_gpt_layer_with_transformer_engine_spec(use_te_activation_func=True)
+    else:
+        spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+        spec.submodules.self_attention.submodules.linear_proj = GroupedRowParallelLinear
+        spec.submodules.mlp.submodules.linear_fc2 = GroupedRowParallelLinear
+    if sequence_parallel and not fused_kernels:
         from megatron.core.extensions.transformer_engine import TENorm
 
         spec.submodules.input_layernorm = TENorm
@@ -41,3 +69,13 @@ def ponder_layer_spec(attention_backend: str, sequence_parallel: bool = False) -
         SoftMaskCoreAttention, backend=attention_backend
     )
     return spec
+
+
+def final_norm_module(spec: ModuleSpec, fused_kernels: bool):
+    """The final RMSNorm's module: the layers' own norm, or TE's where the TE spec fuses the
+    layers' norms into their GEMMs (its input_layernorm is an identity)."""
+    if fused_kernels:
+        from megatron.core.extensions.transformer_engine import TENorm
+
+        return TENorm
+    return spec.submodules.input_layernorm

@@ -15,7 +15,9 @@ def _filled_by_init_py(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32) -> TransformerConfig:
+def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32,
+                          fused_kernels: bool = False) -> TransformerConfig:
+    """fused_kernels: Transformer Engine's SwiGLU and fused RoPE (with its layer spec)."""
     m = cfg.model
     return TransformerConfig(
         num_layers=m.num_layers,
@@ -35,7 +37,9 @@ def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32
         bias_activation_fusion=False,
         bias_dropout_fusion=False,
         masked_softmax_fusion=False,
-        apply_rope_fusion=False,
+        # TE's fused RoPE takes our per-slot angle table [S, 1, 1, D] as megatron's does.
+        apply_rope_fusion=fused_kernels,
+        use_te_activation_func=fused_kernels,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
         sequence_parallel=cfg.parallel.sequence_parallel,

@@ -22,6 +22,7 @@ from megatron_ponder.data.datasets import build_datasets
 from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.model import build_model
 from megatron_ponder.model.compile import compile_layers
+from megatron_ponder.model.spec import fused_kernels_available
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
@@ -117,8 +118,11 @@ class Trainer:
             num_samples=(t.steps * t.global_batch_size, eval_samples, 0),
             cache_dir=cfg.data.cache_dir or str(self.output_dir / "data_cache"),
         )
-        self.model = build_model(cfg).to(self.device)
-        if t.compile:
+        # On CUDA with Transformer Engine: its fused layer spec; otherwise, with train.compile,
+        # the layers under torch.compile (model/spec.py, model/compile.py).
+        fused = fused_kernels_available(self.device)
+        self.model = build_model(cfg, fused_kernels=fused).to(self.device)
+        if t.compile and not fused:
             compile_layers(self.model)
         self.engine = build_engine(cfg, self.model)  # data parallelism (engines/)
         self.optimizer = self.engine.optimizer
