@@ -49,9 +49,10 @@ class RunLock:
         return self
 
     def check_free(self) -> None:
-        """Raise the ConfigError acquire would, without keeping the lock (a batch job's
-        preflight: refuse before any process starts)."""
-        self._lock().close()
+        """Raise the ConfigError acquire would, without keeping the lock or creating its file
+        (a batch job's preflight: refuse before any process starts, write nothing)."""
+        if self.path.exists():  # no file: no trainer ever ran here, none holds it
+            self._lock().close()
 
     def _lock(self):
         try:
