@@ -28,8 +28,9 @@ class MarkedRMSNorm(torch.nn.RMSNorm):
         self.weight.sequence_parallel = config.sequence_parallel
 
 
-def marked_spec(attention_backend, sequence_parallel=False):
-    spec = ponder_layer_spec(attention_backend)
+def marked_spec(attention_backend, sequence_parallel=False, *rest, **options):
+    # The torch norms refuse sequence parallelism: build without it, then mark as TE would.
+    spec = ponder_layer_spec(attention_backend, False, *rest, **options)
     spec.submodules.input_layernorm = spec.submodules.pre_mlp_layernorm = MarkedRMSNorm
     return spec
 
