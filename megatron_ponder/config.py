@@ -203,8 +203,33 @@ def _require(ok: bool, name: str, value: Any, valid: str) -> None:
         raise ConfigError(f"{name}={value!r} is invalid: {valid}")
 
 
+def _non_finite_floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted name, value) of every inf or NaN float anywhere in the config: no float
+    setting means anything infinite, and a NaN passes every `>` check."""
+    found = []
+    for f in dataclasses.fields(node):
+        value, name = getattr(node, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            found += _non_finite_floats(value, name + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            found.append((name, value))
+        elif isinstance(value, list):
+            found += [(f"{name}[{i}]", v) for i, v in enumerate(value)
+                      if isinstance(v, float) and not math.isfinite(v)]
+    return found
+
+
+# A seed reaches numpy's RandomState (megatron's dataset shuffles), which takes 32 bits.
+MAX_SEED = 2**32 - 1
+# About 31 years: any longer overflows the timedelta that torch.distributed takes.
+MAX_TIMEOUT_S = 1e9
+
+
 def validate(cfg: Config) -> None:
     """Check every field that can be checked without tensors; raise ConfigError."""
+    for name, value in _non_finite_floats(cfg):
+        _require(False, name, value, "must be a finite number")
+    _require(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"must be in [0, {MAX_SEED}]")
     m, p, par = cfg.model, cfg.ponder, cfg.parallel
     for name in ("vocab_size", "hidden_size", "num_layers", "num_attention_heads",
                  "max_position_embeddings"):
@@ -254,8 +279,8 @@ def validate(cfg: Config) -> None:
     _require(pp >= 1, "parallel.pipeline_model_parallel_size", pp, "must be >= 1")
     _require(m.num_layers % pp == 0, "model.num_layers", m.num_layers,
              f"must be divisible by parallel.pipeline_model_parallel_size={pp}")
-    _require(par.distributed_timeout_s > 0, "parallel.distributed_timeout_s",
-             par.distributed_timeout_s, "must be > 0 seconds")
+    _require(0 < par.distributed_timeout_s <= MAX_TIMEOUT_S, "parallel.distributed_timeout_s",
+             par.distributed_timeout_s, f"must be > 0 and <= {MAX_TIMEOUT_S:g} seconds")
     _validate_engine(par)
     _validate_run(cfg)
 
@@ -305,6 +330,7 @@ def _validate_run(cfg: Config) -> None:
     _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")
     _require(0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "train.adam_beta1/adam_beta2",
              (t.adam_beta1, t.adam_beta2), "must be in [0, 1)")
+    _require(t.adam_eps > 0, "train.adam_eps", t.adam_eps, "must be > 0")
     _require(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0 (0 = off)")
     _require(t.eval_batches >= 0, "train.eval_batches", t.eval_batches, "must be >= 0")
     _require(t.max_wall_time_s >= 0, "train.max_wall_time_s", t.max_wall_time_s,
@@ -420,6 +446,29 @@ def merge_recipes(base: dict, overlay: dict) -> dict:
     return merged
 
 
+def read_yaml_mapping(path: str | Path, kind: str = "recipe file",
+                      keys: str = "model:, ponder:, data:, train:, ...") -> dict:
+    """A YAML file's top-level mapping; ConfigError naming the file if it is missing, not
+    UTF-8 text, not YAML, or not a mapping (empty file: {})."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as stream:  # YAML errors then name the file
+            data = yaml.safe_load(stream)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{kind} {path} is not UTF-8 text; expected a YAML mapping of "
+                          f"{keys}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{kind} {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{kind} {path} holds a YAML {type(data).__name__} at the top level; "
+                          f"expected a mapping of {keys}")
+    return data
+
+
 def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """A recipe file's mapping with its `base:` resolved: `base: FILE` (relative to the file
     that names it) is read first, recursively, and this file's values override it."""
@@ -429,13 +478,7 @@ def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"recipe file {path} does not exist{where}")
     if path.resolve() in _seen:
         raise ConfigError(f"{_seen[-1]}: base {path} makes a cycle of recipe bases")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    data = read_yaml_mapping(path)
     base = data.pop("base", None)
     if base is None:
         return data

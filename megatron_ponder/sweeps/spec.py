@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from megatron_ponder.config import Config, ConfigError, config_from_dict, merge_recipes, read_recipe
+from megatron_ponder.config import (
+    Config, ConfigError, config_from_dict, merge_recipes, read_recipe, read_yaml_mapping,
+)
 
 TOP_KEYS = ("name", "output_dir", "prepare", "base", "sizes", "seeds", "grid", "eval")
 GRID_KEYS = ("size", "method", "k", "lambda")
@@ -180,14 +180,10 @@ def _config_for(path: Path, where: str, base: dict, size: dict, point: dict) -> 
 def load_sweep(path: str | Path) -> Sweep:
     """Parse and validate a sweep file; every run's training config is built and checked."""
     path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"sweep file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SweepError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        _fail(path, "the top level", f"must be a mapping with keys {', '.join(TOP_KEYS)}")
+        data = read_yaml_mapping(path, "sweep file", ", ".join(TOP_KEYS))
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
     unknown = set(data) - set(TOP_KEYS)
     if unknown:
         _fail(path, sorted(unknown)[0], f"is unknown: valid top-level keys {', '.join(TOP_KEYS)}")
