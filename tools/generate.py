@@ -19,6 +19,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is invalid: must be >= 0")
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -27,7 +34,7 @@ def parse_args(argv):
                         help="prompt text; repeat for a batch")
     parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: data.tokenizer "
                         "of the checkpoint's config)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=non_negative_int, default=32)
     parser.add_argument("--tau", type=float, default=None, help="hard-pruning threshold "
                         "(default: ponder.tau of the checkpoint)")
     parser.add_argument("--jacobi", type=int, default=None, help="Jacobi iterations of the "

@@ -79,6 +79,12 @@ def _jsonl_documents(path: Path, key: str) -> Iterator[str]:
         if not isinstance(text, str):
             raise DataError(f"{path}:{number}: field {key!r} must be a string, "
                             f"got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # JSON can escape half a surrogate pair: "\ud800"
+            raise DataError(f"{path}:{number}: field {key!r} holds a lone surrogate "
+                            f"{text[err.start]!r} at character {err.start}, which is not a "
+                            "Unicode character; fix or drop that \\u escape") from None
         yield text
 
 

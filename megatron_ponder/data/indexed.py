@@ -15,6 +15,7 @@ traceback from deep inside GPTDataset.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -29,6 +30,7 @@ from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from megatron_ponder.data.documents import check_inputs, iter_documents
 from megatron_ponder.data.errors import DataError
 from megatron_ponder.data.tokenizer import Tokenizer
+from megatron_ponder.outputs import check_output_prefix, created_dirs
 
 _MAGIC = b"MMIDIDX\x00\x00"
 _HEADER_BYTES = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequences, documents
@@ -82,7 +84,17 @@ def preprocess(
     """Tokenise `inputs` into OUTPUT_PREFIX.bin/.idx (EOD after every document)."""
     inputs = check_inputs(inputs)
     prefix = str(output_prefix)
-    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    check_output_prefix(prefix)
+    with created_dirs(Path(prefix).parent):
+        documents, tokens, skipped, dtype, start = _write_pair(
+            inputs, tokenizer, prefix, json_key, batch_documents, num_threads, progress)
+    check_indexed_prefix(prefix)
+    return PreprocessStats(prefix, documents, tokens, skipped, time.perf_counter() - start, dtype)
+
+
+def _write_pair(inputs: list[Path], tokenizer: Tokenizer, prefix: str, json_key: str,
+                batch_documents: int, num_threads: int, progress: bool):
+    """Tokenise into PREFIX.bin/.idx under temporary names, renamed at the end."""
     tag = f".tmp{os.getpid()}"
     tmp_bin, tmp_idx = f"{prefix}.bin{tag}", f"{prefix}.idx{tag}"
     dtype = token_dtype(tokenizer.vocab_size)
@@ -130,9 +142,9 @@ def preprocess(
         if builder is not None:
             builder.data_file.close()
         for path in (tmp_bin, tmp_idx):
-            Path(path).unlink(missing_ok=True)
-    check_indexed_prefix(prefix)
-    return PreprocessStats(prefix, documents, tokens, skipped, time.perf_counter() - start, dtype)
+            with contextlib.suppress(OSError):  # never hide the error that got us here
+                Path(path).unlink(missing_ok=True)
+    return documents, tokens, skipped, dtype, start
 
 
 def _progress_bar(enabled: bool):

@@ -21,6 +21,7 @@ split into pieces of at most ``max_sentence_length`` bytes so that no long line 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ import sentencepiece as spm
 from megatron_ponder.config import ConfigError
 from megatron_ponder.data.documents import check_inputs, iter_documents
 from megatron_ponder.data.errors import DataError
+from megatron_ponder.outputs import check_output_prefix
 
 MODEL_TYPES = ("bpe", "unigram")
 HOW_TO_TRAIN = "train one with tools/train_tokenizer.py"
@@ -141,11 +143,11 @@ def train_tokenizer(
                         f"({'256 byte pieces + ' if byte_fallback else ''}<unk>, </s>, \\n)")
     if character_coverage is None:
         character_coverage = 0.9995 if byte_fallback else 1.0
+    check_output_prefix(model_prefix)  # before training: that can take a while
     model_prefix = Path(model_prefix)
     if model_prefix.suffix == ".model":  # "tok.model" given: mean "tok", not "tok.model.model"
         model_prefix = model_prefix.with_suffix("")
     model_path = model_prefix.with_name(model_prefix.name + ".model")
-    model_path.parent.mkdir(parents=True, exist_ok=True)
     names = ", ".join(str(p) for p in inputs)
 
     count = [0]
@@ -184,6 +186,7 @@ def train_tokenizer(
         raise DataError(f"sentencepiece could not train a {model_type} tokenizer with "
                         f"vocab_size={vocab_size} on {names} ({count[0]} sentences): "
                         f"{message}") from None
+    model_path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(model_path, model.data)
     processor = spm.SentencePieceProcessor(model_proto=model.data)
     vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
@@ -208,4 +211,5 @@ def _write_atomically(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # never hide the error that got us here
+            tmp.unlink(missing_ok=True)

@@ -116,6 +116,8 @@ class SlotDecoder:
 def check_prompts(prompts: list[list[int]], max_new_tokens: int, cfg) -> None:
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens={max_new_tokens} is invalid: must be >= 0")
     limit = cfg.model.max_position_embeddings
     longest = max(len(p) for p in prompts)
     if longest + max_new_tokens > limit:
