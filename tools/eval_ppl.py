@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             datasets = build_datasets(cfg.data, vocab_size=tokenizer.vocab_size,
                                       eod_id=tokenizer.eod_id,
                                       seed=cfg.seed if args.data_seed is None else args.data_seed,
-                                      num_samples=tuple(samples), cache_dir=cache)
+                                      num_samples=tuple(samples), cache_dir=cache,
+                                      model_vocab_size=cfg.model.vocab_size)
             data = datasets[SPLITS[args.split]]
             if data is None or len(data) == 0:
                 raise ConfigError(f"the {args.split} split of {cfg.data.prefixes} is empty "

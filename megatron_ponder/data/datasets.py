@@ -11,10 +11,13 @@ caches are megatron's own. What this module adds:
 * empty `data.weights` means weights proportional to each prefix's token count, passed to
   megatron explicitly: with no weights, megatron caps a blend at one epoch of its parts;
 * a split asked for 0 samples is not built at all (returned as None);
+* every token id must lie below the tokenizer's vocabulary (token_range.py: one chunked
+  scan of each .bin, its result cached);
 * the index caches live in `cache_dir`, keyed by megatron's description hash (which knows
   the prefix names, not their contents), to which we add a fingerprint of each .bin/.idx
   (both sizes, the index's first and last MiB) so that re-preprocessing a prefix in place
-  does not reuse stale indices;
+  does not reuse stale indices; truncated caches (a full disk, a kill mid-build) are
+  rebuilt and a failed build leaves no partial files (index_cache.py);
 * megatron's BlendedDataset asks for the process rank when it builds its index, so without
   torch.distributed a temporary single-process gloo group (in-memory store, no port) is set
   up for the build and torn down after it.
@@ -42,7 +45,9 @@ from megatron.core.datasets.utils import Split
 
 from megatron_ponder.config import ConfigError, DataConfig
 from megatron_ponder.data.errors import DataError
+from megatron_ponder.data.index_cache import guarded_build
 from megatron_ponder.data.indexed import IndexedInfo, check_indexed_prefix, token_dtype
+from megatron_ponder.data.token_range import check_token_ids
 
 
 class _TokenizerInfo:
@@ -115,11 +120,14 @@ def build_datasets(
     seed: int,
     num_samples: tuple[int, int, int],
     cache_dir: str | Path | None = None,
+    model_vocab_size: int | None = None,
 ) -> tuple[GPTDataset | None, GPTDataset | None, GPTDataset | None]:
     """(train, valid, test) datasets of at least num_samples[i] items each (None where 0).
 
-    cache_dir: where the index caches go; None = data_cfg.cache_dir. Call on every rank: rank
-    0 builds the caches, the others wait at a barrier and then load them.
+    vocab_size: the tokenizer's; every token id must be below it (model_vocab_size, when
+    given, is named in that error too). cache_dir: where the index caches go; None =
+    data_cfg.cache_dir. Call on every rank: rank 0 builds the caches, the others wait at a
+    barrier and then load them.
     """
     if not data_cfg.prefixes:
         raise ConfigError("data.prefixes is empty: list at least one PREFIX of a .bin/.idx "
@@ -153,7 +161,12 @@ def build_datasets(
                               f"documents, but {num_samples[s.value]} {s.name} samples were "
                               "asked for")
     _check_splits(infos, config.split_matrix, num_samples, data_cfg.seq_length, data_cfg.split)
+    for info in infos:  # the last check: a passing scan is cached in `cache`
+        check_token_ids(info.prefix, info.dtype, vocab_size, model_vocab_size, cache)
     with _process_group():
-        train, valid, test = BlendedMegatronDatasetBuilder(
-            GPTDataset, list(num_samples), lambda: True, config).build()
+        # Rank 0 builds missing caches while the others wait at megatron's barrier.
+        guard = guarded_build(cache) if dist.get_rank() == 0 else contextlib.nullcontext()
+        with guard:
+            train, valid, test = BlendedMegatronDatasetBuilder(
+                GPTDataset, list(num_samples), lambda: True, config).build()
     return train, valid, test

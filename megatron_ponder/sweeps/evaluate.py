@@ -48,7 +48,8 @@ def _validation_batches(cfg: Config, batches: int, micro_batch_size: int, data_s
     # One data seed for every run: all runs are scored on the same validation tokens.
     _, valid, _ = build_datasets(
         cfg.data, vocab_size=tokenizer.vocab_size, eod_id=tokenizer.eod_id, seed=data_seed,
-        num_samples=(1, batches * micro_batch_size, 0), cache_dir=str(cache_dir))
+        num_samples=(1, batches * micro_batch_size, 0), cache_dir=str(cache_dir),
+        model_vocab_size=cfg.model.vocab_size)
     if valid is None:
         raise SweepError(f"base.data.split={cfg.data.split!r} leaves no validation documents "
                          "for the evaluation phase")
