@@ -2,8 +2,9 @@
 
 Trains (or resumes, from the newest complete checkpoint in train.output_dir) the model a
 recipe describes. Exit codes: 0 finished; 3 stopped early by SIGTERM/SIGUSR1, the wall-time
-limit or train.exit_interval after saving a checkpoint (run the same command to resume);
-2 bad configuration or input; 1 anything else (a non-finite loss, a crash).
+limit or train.exit_interval after saving a checkpoint (run the same command to resume; a
+signal during start-up also exits 3, with nothing new to save); 2 bad configuration or
+input; 1 anything else (a non-finite loss, a crash).
 """
 
 from __future__ import annotations
@@ -13,30 +14,38 @@ import os
 import sys
 import warnings
 
+# Nothing heavy is imported at module level: run() installs the stop handlers before torch
+# and megatron load (several seconds), so a SIGTERM during start-up is kept, not fatal.
 warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|full scope).*")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="megatron")
 # torch.distributed.checkpoint's notices about its own API, raised inside megatron's loader.
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
-from megatron_ponder.config import ConfigError, load_config  # noqa: E402
-
 EXIT_BAD_INPUT = 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stop=None) -> int:
+    """stop: a StopRequest installed earlier (run() does); None = the trainer's own."""
     parser = argparse.ArgumentParser(
         prog="python -m megatron_ponder.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="YAML recipe, e.g. recipes/demo_cpu.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
     args = parser.parse_args(argv)
+    from megatron_ponder.config import ConfigError, load_config
     from megatron_ponder.data.errors import DataError
     from megatron_ponder.training.checkpoint import CheckpointError, CheckpointSaveError
+    from megatron_ponder.training.signals import EXIT_REQUEUE
     from megatron_ponder.training.trainer import Trainer
 
+    if stop is not None and stop.reason:  # signalled while importing: build nothing
+        print(f"{stop.reason} during start-up: nothing to save; exit code {EXIT_REQUEUE}: "
+              "run the same command again", file=sys.stderr)
+        stop.restore()
+        return EXIT_REQUEUE
     try:
         cfg = load_config(args.recipe, args.overrides)
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, stop)
     except (ConfigError, DataError, CheckpointError) as err:
         # Every rank checks the same config: each prints the error and exits before any
         # rendezvous, so no rank waits for one that already quit.
@@ -52,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> int:
     """main(), and the exit code recorded for a batch launcher when it asks for it
     (torchrun reports a child's code 3 as its own 1; see megatron_ponder/launch)."""
+    # First of all (a light import): SIGTERM / SIGUSR1 from here on only set a flag.
+    from megatron_ponder.training.signals import StopRequest
+
+    stop = StopRequest()
     from megatron_ponder.launch.exit_codes import record_exit_code
 
     code = 1  # an exception escaping main
     try:
-        code = main()
+        code = main(stop=stop)
     except SystemExit as err:  # argparse's usage errors
         code = err.code if isinstance(err.code, int) else 1
         raise

@@ -112,7 +112,7 @@ def _process_group():
         dist.destroy_process_group()
 
 
-def build_datasets(
+def check_datasets(
     data_cfg: DataConfig,
     *,
     vocab_size: int,
@@ -121,14 +121,9 @@ def build_datasets(
     num_samples: tuple[int, int, int],
     cache_dir: str | Path | None = None,
     model_vocab_size: int | None = None,
-) -> tuple[GPTDataset | None, GPTDataset | None, GPTDataset | None]:
-    """(train, valid, test) datasets of at least num_samples[i] items each (None where 0).
-
-    vocab_size: the tokenizer's; every token id must be below it (model_vocab_size, when
-    given, is named in that error too). cache_dir: where the index caches go; None =
-    data_cfg.cache_dir. Call on every rank: rank 0 builds the caches, the others wait at a
-    barrier and then load them.
-    """
+) -> GPTDatasetConfig:
+    """Every check `build_datasets` makes, before anything but the token-range record (a
+    passed scan) is written; the megatron config to hand to `build_checked`."""
     if not data_cfg.prefixes:
         raise ConfigError("data.prefixes is empty: list at least one PREFIX of a .bin/.idx "
                           "pair made by tools/preprocess_data.py")
@@ -163,10 +158,38 @@ def build_datasets(
     _check_splits(infos, config.split_matrix, num_samples, data_cfg.seq_length, data_cfg.split)
     for info in infos:  # the last check: a passing scan is cached in `cache`
         check_token_ids(info.prefix, info.dtype, vocab_size, model_vocab_size, cache)
+    return config
+
+
+def build_checked(config: GPTDatasetConfig, num_samples: tuple[int, int, int]):
+    """The datasets of a config from `check_datasets` (same num_samples); see build_datasets."""
     with _process_group():
         # Rank 0 builds missing caches while the others wait at megatron's barrier.
-        guard = guarded_build(cache) if dist.get_rank() == 0 else contextlib.nullcontext()
-        with guard:
+        building = dist.get_rank() == 0
+        with guarded_build(config.path_to_cache) if building else contextlib.nullcontext():
             train, valid, test = BlendedMegatronDatasetBuilder(
                 GPTDataset, list(num_samples), lambda: True, config).build()
     return train, valid, test
+
+
+def build_datasets(
+    data_cfg: DataConfig,
+    *,
+    vocab_size: int,
+    eod_id: int,
+    seed: int,
+    num_samples: tuple[int, int, int],
+    cache_dir: str | Path | None = None,
+    model_vocab_size: int | None = None,
+) -> tuple[GPTDataset | None, GPTDataset | None, GPTDataset | None]:
+    """(train, valid, test) datasets of at least num_samples[i] items each (None where 0).
+
+    vocab_size: the tokenizer's; every token id must be below it (model_vocab_size, when
+    given, is named in that error too). cache_dir: where the index caches go; None =
+    data_cfg.cache_dir. Call on every rank: rank 0 builds the caches, the others wait at a
+    barrier and then load them.
+    """
+    config = check_datasets(data_cfg, vocab_size=vocab_size, eod_id=eod_id, seed=seed,
+                            num_samples=num_samples, cache_dir=cache_dir,
+                            model_vocab_size=model_vocab_size)
+    return build_checked(config, num_samples)

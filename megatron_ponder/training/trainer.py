@@ -18,11 +18,12 @@ from megatron.core import parallel_state
 
 from megatron_ponder.config import Config, ConfigError, config_to_dict
 from megatron_ponder.data.batches import batch_for_step
-from megatron_ponder.data.datasets import build_datasets
+from megatron_ponder.data.datasets import build_checked, check_datasets
 from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.model import build_model
 from megatron_ponder.model.compile import compile_layers
 from megatron_ponder.model.spec import fused_kernels_available
+from megatron_ponder.outputs import check_writable_dir
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
@@ -57,10 +58,18 @@ def _autocast(cfg: Config, device: torch.device):
     return contextlib.nullcontext
 
 
-def _model_fields_differ(saved: dict, current: dict) -> list[str]:
-    keys = set(saved) | set(current)
-    return [f"model.{k}: checkpoint {saved.get(k)!r}, recipe {current.get(k)!r}"
-            for k in sorted(keys) if saved.get(k) != current.get(k)]
+# The ponder fields that decide which parameters the model has (with every model field).
+PONDER_SHAPE_FIELDS = ("method", "k", "router")
+
+
+def _shape_fields_differ(saved: dict, current: dict) -> list[str]:
+    """The fields deciding parameter shapes on which a checkpoint's config and the recipe
+    disagree, as "section.field: checkpoint X, recipe Y"."""
+    pairs = [("model", k) for k in sorted(set(saved["model"]) | set(current["model"]))]
+    pairs += [("ponder", k) for k in PONDER_SHAPE_FIELDS]
+    return [f"{section}.{k}: checkpoint {saved[section].get(k)!r}, recipe "
+            f"{current[section].get(k)!r}" for section, k in pairs
+            if saved[section].get(k) != current[section].get(k)]
 
 
 def agree_on_stop(reason: str | None, device: torch.device) -> str | None:
@@ -76,10 +85,13 @@ def agree_on_stop(reason: str | None, device: torch.device) -> str | None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, stop: StopRequest | None = None):
+        """stop: stop handling installed earlier (the CLI installs it before its imports);
+        the wall-time limit then counts from then."""
         self.cfg = cfg
         self.output_dir = Path(cfg.train.output_dir)
-        self.stop = StopRequest(cfg.train.max_wall_time_s)  # first: a signal during set-up is kept
+        self.stop = stop or StopRequest()  # first: a signal during set-up is kept
+        self.stop.max_wall_time_s = cfg.train.max_wall_time_s
         self.run_lock = None
         try:
             self._set_up(cfg)
@@ -91,6 +103,7 @@ class Trainer:
 
     def _set_up(self, cfg: Config) -> None:
         t = cfg.train
+        check_writable_dir(self.output_dir, "train.output_dir")  # before anything is written
         initialize_parallel(cfg)
         self.dp_size = parallel_state.get_data_parallel_world_size()
         self.dp_rank = parallel_state.get_data_parallel_rank()
@@ -103,6 +116,12 @@ class Trainer:
 
         tokenizer = Tokenizer.load(cfg.data.tokenizer)
         check_fits(tokenizer, cfg.model.vocab_size)
+        eval_samples = t.eval_batches * t.micro_batch_size
+        num_samples = (t.steps * t.global_batch_size, eval_samples, 0)
+        data_config = check_datasets(
+            cfg.data, vocab_size=tokenizer.vocab_size, eod_id=tokenizer.eod_id, seed=cfg.seed,
+            num_samples=num_samples, model_vocab_size=cfg.model.vocab_size,
+            cache_dir=cfg.data.cache_dir or str(self.output_dir / "data_cache"))
         # After the input checks (bad input writes nothing), before the resume point is
         # chosen and anything is written: one trainer per output directory.
         self.run_lock = lock_run(self.output_dir)
@@ -112,12 +131,7 @@ class Trainer:
         if resume_step is not None:
             self._check_checkpoint_shape(resume_step)
             applied = self._check_optimizer_settings(resume_step)
-        eval_samples = t.eval_batches * t.micro_batch_size
-        self.train_data, self.valid_data, _ = build_datasets(
-            cfg.data, vocab_size=tokenizer.vocab_size, eod_id=tokenizer.eod_id, seed=cfg.seed,
-            num_samples=(t.steps * t.global_batch_size, eval_samples, 0),
-            cache_dir=cfg.data.cache_dir or str(self.output_dir / "data_cache"),
-        )
+        self.train_data, self.valid_data, _ = build_checked(data_config, num_samples)
         # On CUDA with Transformer Engine: its fused layer spec; otherwise, with train.compile,
         # the layers under torch.compile (model/spec.py, model/compile.py).
         fused = fused_kernels_available(self.device)
@@ -172,11 +186,7 @@ class Trainer:
 
     def _check_checkpoint_shape(self, step: int) -> None:
         common = read_common(self.checkpointer.path(step))
-        differ = _model_fields_differ(common["config"]["model"], config_to_dict(self.cfg)["model"])
-        saved_method = common["config"]["ponder"]["method"], common["config"]["ponder"]["k"]
-        if saved_method != (self.cfg.ponder.method, self.cfg.ponder.k):
-            differ.append(f"ponder.method/k: checkpoint {saved_method}, recipe "
-                          f"{(self.cfg.ponder.method, self.cfg.ponder.k)}")
+        differ = _shape_fields_differ(common["config"], config_to_dict(self.cfg))
         if differ:
             raise ConfigError(
                 f"cannot resume from {self.checkpointer.path(step)}: it holds another model ("
@@ -332,7 +342,8 @@ class Trainer:
 
     def _stop(self, reason: str) -> int:
         self.logger.print(f"stopping at step {self.state.step}: {reason}")
-        if self.checkpointer.latest_step() != self.state.step:
+        # Step 0 is the seed's initialisation: nothing to save (a signal during start-up).
+        if self.state.step > 0 and self.checkpointer.latest_step() != self.state.step:
             self.save_unless_streak()
         self.logger.print(f"exit code {EXIT_REQUEUE}: run the same command to resume")
         return EXIT_REQUEUE
