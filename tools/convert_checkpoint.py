@@ -32,10 +32,12 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RELAUNCHED = "PONDER_CONVERT_CHECKPOINT_CHILD"  # set by relaunch() for the processes it starts
 
 
 def parse_args(argv):
@@ -75,9 +77,15 @@ def _layout(args) -> dict:
 def _target(args):
     """(source step directory, its config at the target layout); a layout the model does not
     divide into (heads, vocabulary, layers) is a ConfigError naming the field."""
+    from megatron_ponder.config import ConfigError
     from megatron_ponder.inference.checkpoint_io import checkpoint_config, resolve_checkpoint
+    from megatron_ponder.training.checkpoint import STEP_DIR
 
     source = resolve_checkpoint(args.input)
+    if not STEP_DIR.match(source.name):
+        raise ConfigError(f"{source} is not named step_NNNNNNN: reshard reads a checkpoint in "
+                          "its run's layout; pass the run directory, its checkpoints/ "
+                          "directory or a step_NNNNNNN directory inside it")
     return source, checkpoint_config(source, [f"parallel.{k}={v}" for k, v in _layout(args).items()])
 
 
@@ -85,7 +93,7 @@ def reshard(args) -> None:
     from megatron_ponder.config import ConfigError
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.training.checkpoint import STEP_DIR, Checkpointer
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.optim import build_scheduler
 
@@ -99,7 +107,7 @@ def reshard(args) -> None:
     model = build_model(cfg)
     engine = build_engine(cfg, model)
     scheduler = build_scheduler(engine.optimizer, cfg.train)
-    step = int(source.name.split("_")[1])
+    step = int(STEP_DIR.match(source.name).group(1))
     common = Checkpointer(source.parent, keep=1).load(
         step, engine, scheduler, hint=f"this source checkpoint is incomplete: reshard another step of "
         f"{source.parent}")
@@ -167,7 +175,31 @@ def _processes(args) -> int:
     return args.tensor_parallel * args.pipeline_parallel
 
 
+def relaunch(args, argv: list[str]) -> int:
+    """One process per target rank under torchrun (gloo on CPU, nccl on GPU). torchrun
+    reports any failing child as 1, so each child records its own code (2: bad input, such
+    as a checkpoint that does not load) for this process to pass on."""
+    from megatron_ponder.launch.exit_codes import ENV_DIR, read_exit_codes
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={_processes(args)}", str(Path(__file__).resolve()), *argv]
+    with tempfile.TemporaryDirectory(prefix="reshard-exit-codes-") as codes:
+        rc = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1", ENV_DIR: codes,
+                                          RELAUNCHED: "1"}).returncode
+        children = {r["exit_code"] for r in read_exit_codes(codes).values()}
+    return 2 if rc != 0 and 2 in children else rc
+
+
 def main(argv: list[str] | None = None) -> int:
+    code = convert(argv)
+    if os.environ.get(RELAUNCHED):
+        from megatron_ponder.launch.exit_codes import record_exit_code
+
+        record_exit_code(code)  # read by relaunch(), which started this process
+    return code
+
+
+def convert(argv: list[str] | None) -> int:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
@@ -181,10 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             check_output_dir(args.output, "output")
         if args.command == "reshard" and _processes(args) > 1 and "WORLD_SIZE" not in os.environ:
             _target(args)  # bad input: exit 2 here, before any process starts
-            # Relaunch under torchrun, one process per target rank (gloo on CPU, nccl on GPU).
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                       f"--nproc-per-node={_processes(args)}", str(Path(__file__).resolve()), *argv]
-            return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+            return relaunch(args, argv)
         if args.command == "reshard":
             reshard(args)
         else:
