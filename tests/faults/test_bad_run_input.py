@@ -1,40 +1,15 @@
 """Bad input to the training job: a clear error naming the field or file, exit code 2,
 and nothing already written is touched."""
 
-import hashlib
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from filesystems import tree_digest
 from megatron_ponder.config import ConfigError
-from megatron_ponder.train import main
-from megatron_ponder.training.signals import EXIT_DONE
 from megatron_ponder.training.trainer import Trainer
-
-
-@pytest.fixture
-def train_cli(capsys):
-    """The command-line entry point, in process: (exit code, stderr)."""
-    def run(recipe: Path, *overrides: str):
-        code = main([str(recipe), *overrides])
-        return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
-    return run
-
-
-def tree_digest(path: Path) -> dict:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def trained(tiny_run, tiny_recipe, tmp_path):
-    """A finished 3-step run whose output directory must survive every bad input."""
-    out = tmp_path / "run"
-    assert Trainer(tiny_run(out, steps=3, save_interval=3)).train() == EXIT_DONE
-    return out, tree_digest(out / "checkpoints")
 
 
 def test_unknown_key_and_wrong_type_in_a_recipe(train_cli, tiny_recipe, tmp_path):
@@ -79,9 +54,11 @@ def test_tokenizer_larger_than_the_model_vocabulary(train_cli, tiny_recipe, tmp_
 
 def test_resume_from_a_checkpoint_of_another_model_shape(tiny_run, trained):
     out, digest = trained
-    cfg = tiny_run(out, steps=6)
-    cfg.model.hidden_size = 48
-    with pytest.raises(ConfigError, match=r"cannot resume from .*step_0000003: .*model.hidden_size: "
-                                          r"checkpoint 32, recipe 48"):
-        Trainer(cfg)
+    for section, field, value, saved in [("model", "hidden_size", 48, 32),
+                                         ("ponder", "router", "mlp", "'linear'")]:
+        cfg = tiny_run(out, steps=6)
+        setattr(getattr(cfg, section), field, value)
+        with pytest.raises(ConfigError, match=rf"cannot resume from .*step_0000003: .*"
+                                              rf"{section}.{field}: checkpoint {saved}, recipe"):
+            Trainer(cfg)
     assert tree_digest(out / "checkpoints") == digest
