@@ -92,13 +92,18 @@ def test_reshard_a_step_directory_under_another_name(saved_run, tmp_path, capsys
     assert tree_digest(out) == digest
 
 
-def test_reshard_under_torchrun_passes_its_children_s_exit_2_through(saved_run):
-    out, digest = saved_run, tree_digest(saved_run)
-    # The output already holds checkpoints: every child refuses it (exit 2); torchrun
-    # itself reports any failed child as 1.
+def test_reshard_under_torchrun_passes_its_children_s_exit_2_through(saved_run, tmp_path):
+    # A shard file is missing: the launching process reads only the checkpoint's config, so
+    # the children are the first to fail (exit 2 each); torchrun reports that as its own 1.
+    run = tmp_path / "run"
+    shutil.copytree(saved_run, run)
+    step = run / "checkpoints" / "step_0000003"
+    (shard,) = sorted(step.glob("*.distcp"))[:1]
+    shard.unlink()
+    digest = tree_digest(run)
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_checkpoint.py"),
-                             "reshard", str(out), str(out), "--tensor-parallel", "2"],
+                             "reshard", str(run), str(tmp_path / "tp2"), "--tensor-parallel", "2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert f"{out}/checkpoints already exists" in result.stderr
-    assert tree_digest(out) == digest
+    assert f"checkpoint {step} does not fit this model or is incomplete" in result.stderr
+    assert not (tmp_path / "tp2" / "checkpoints").exists() and tree_digest(run) == digest
