@@ -8,13 +8,20 @@ No tool writes into, or replaces, a directory that holds a run or a checkpoint, 
 anywhere inside a checkpoint; `--force` replaces only a previous Hugging Face export
 (recognised by what tools/export_hf.py writes). Files next to a run's own (an eval_ppl
 JSON in the run directory) are fine, unless they would replace one of the run's files.
+Every output location is also checked writable before anything is written, by creating and
+removing a directory rather than with os.access: root passes every permission check, yet
+cannot write to a read-only mount or an immutable (chattr +i) directory.
 Light on purpose (no torch): plot_pareto and the sweep CLI import it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 CONFIG_FILE = "config.yaml"
@@ -57,11 +64,59 @@ def _checkpoint_around(path: Path) -> Path | None:
     return None
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_dir(path: str | Path, what: str) -> Path:
+    """`path` is a directory this process can create entries in, or can be created as one
+    (`what` names the argument or field). Leaves nothing behind."""
+    path = Path(os.path.abspath(path))
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        _refuse(f"{what} {path} {where}, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ponder-write-probe-", dir=existing))
+    except OSError as err:
+        _refuse(f"{what} {path} is not writable: cannot create entries in {existing} "
+                f"({err.strerror}); choose a writable location")
+    return path
+
+
+def check_output_prefix(prefix: str | Path, what: str = "output prefix") -> None:
+    """An output prefix (PREFIX.bin, PREFIX.model, ...) must name files in a writable
+    directory; "DIR/" would write hidden files such as DIR/.bin."""
+    text = str(prefix)
+    if text.endswith(("/", os.sep)) or not Path(text).name or Path(text).is_dir():
+        _refuse(f"{what} {text} names a directory: give DIR/NAME, which writes DIR/NAME.* "
+                "files")
+    check_writable_dir(Path(text).parent, f"the directory of {what} {text},")
+
+
+@contextlib.contextmanager
+def created_dirs(path: str | Path) -> Iterator[Path]:
+    """Create directory `path` and its missing parents; if the block raises, remove the ones
+    created here again (those still empty), so a failed write leaves no empty directories."""
+    path = Path(os.path.abspath(path))
+    existing = _nearest_existing(path)
+    new = [path, *path.parents]
+    new = new[:new.index(existing)] if existing in new else []
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for directory in new:  # deepest first
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+
+
 def check_output_dir(path: str | Path, what: str) -> Path:
     """A directory a tool will create or add files to (`what` names the argument)."""
-    path = Path(path).absolute()
-    if path.exists() and not path.is_dir():
-        _refuse(f"{what} {path} is a file, not a directory")
+    path = check_writable_dir(path, what)
     holds = run_contents(path)
     if holds is not None:
         _refuse(f"{what} {path} holds a training run or checkpoint ({holds}): "

@@ -30,7 +30,7 @@ from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from megatron_ponder.data.documents import check_inputs, iter_documents
 from megatron_ponder.data.errors import DataError
 from megatron_ponder.data.tokenizer import Tokenizer
-from megatron_ponder.outputs import check_output_prefix, created_dirs
+from megatron_ponder.run_layout import check_output_prefix, created_dirs
 
 _MAGIC = b"MMIDIDX\x00\x00"
 _HEADER_BYTES = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequences, documents

@@ -32,7 +32,7 @@ import sentencepiece as spm
 from megatron_ponder.config import ConfigError
 from megatron_ponder.data.documents import check_inputs, iter_documents
 from megatron_ponder.data.errors import DataError
-from megatron_ponder.outputs import check_output_prefix
+from megatron_ponder.run_layout import check_output_prefix
 
 MODEL_TYPES = ("bpe", "unigram")
 HOW_TO_TRAIN = "train one with tools/train_tokenizer.py"

@@ -23,11 +23,11 @@ from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.model import build_model
 from megatron_ponder.model.compile import compile_layers
 from megatron_ponder.model.spec import fused_kernels_available
-from megatron_ponder.outputs import check_writable_dir
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape, training_flops
+from megatron_ponder.run_layout import check_writable_dir
 from megatron_ponder.training.checkpoint import Checkpointer, read_common
 from megatron_ponder.training.engines import build_engine, data_parallel_mean
 from megatron_ponder.training.evaluate import evaluate

@@ -61,7 +61,8 @@ def test_output_dir_that_is_a_file_or_lies_under_one(train_cli, tiny_recipe, tmp
                                 (blocker / "run", f"lies under {blocker}, which is a file")]:
         result = train_cli(tiny_recipe(tmp_path / "recipe.yaml", output_dir))
         assert result.returncode == 2
-        assert f"train.output_dir='{output_dir}' {problem}" in result.stderr, result.stderr
+        assert f"train.output_dir {output_dir} {problem}, not a directory" in result.stderr, \
+            result.stderr
     assert blocker.read_text() == "not a directory"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "recipe.yaml"]
 
@@ -73,6 +74,6 @@ def test_read_only_output_dir(train_cli, tiny_recipe, tmp_path):
     with read_only(parent):
         result = train_cli(recipe)
     assert result.returncode == 2
-    assert f"train.output_dir='{parent / 'run'}' is not writable: cannot create entries in " \
+    assert f"train.output_dir {parent / 'run'} is not writable: cannot create entries in " \
            f"{parent}" in result.stderr, result.stderr
     assert list(parent.iterdir()) == []  # and the write probe left nothing behind

@@ -38,7 +38,8 @@ def test_preprocess_into_a_read_only_directory(tiny_data, tmp_path, capsys):
                                      "--tokenizer", tiny_data["tokenizer"],
                                      "--output-prefix", str(out / "c"), "--no-progress"])
     assert code == 2
-    assert f"output prefix directory='{out}' is not writable" in capsys.readouterr().err
+    assert f"the directory of output prefix {out / 'c'}, {out} is not writable: cannot create " \
+        f"entries in {out}" in capsys.readouterr().err
     assert list(out.iterdir()) == []
 
 
@@ -49,7 +50,7 @@ def test_preprocess_prefix_naming_a_directory(tiny_data, tmp_path, capsys):
         code = preprocess_tool.main(["--input", corpus, "--tokenizer", tiny_data["tokenizer"],
                                      "--output-prefix", prefix, "--no-progress"])
         assert code == 2
-        assert f"output prefix {prefix!r} names a directory: give DIR/NAME" in capsys.readouterr().err
+        assert f"output prefix {prefix} names a directory: give DIR/NAME" in capsys.readouterr().err
     assert list((tmp_path / "data").iterdir()) == []  # no hidden data/.bin
 
 
@@ -60,7 +61,8 @@ def test_train_tokenizer_into_a_read_only_directory(tiny_data, tmp_path, capsys)
         code = tokenizer_tool.main(["--input", str(Path(tiny_data["prefix"]).parent / "corpus.jsonl"),
                                     "--output-prefix", str(out / "tok"), "--vocab-size", "300"])
     assert code == 2
-    assert f"output prefix directory='{out}' is not writable" in capsys.readouterr().err
+    assert f"the directory of output prefix {out / 'tok'}, {out} is not writable: cannot create " \
+        f"entries in {out}" in capsys.readouterr().err
     assert list(out.iterdir()) == []
 
 
