@@ -95,11 +95,13 @@ def test_reshard_a_step_directory_under_another_name(saved_run, tmp_path, capsys
 
 
 def test_reshard_under_torchrun_passes_its_children_s_exit_2_through(saved_run, tmp_path):
-    # A shard file is missing: the launching process reads only the checkpoint's config, so
-    # the children are the first to fail (exit 2 each); torchrun reports that as its own 1.
+    # A checkpoint from before checksums (no manifest.json) lacking a shard file: the
+    # launching process reads only its config, so the children are the first to fail
+    # (exit 2 each), which torchrun reports as its own 1.
     run = tmp_path / "run"
     shutil.copytree(saved_run, run)
     step = run / "checkpoints" / "step_0000003"
+    (step / "manifest.json").unlink()
     (shard,) = sorted(step.glob("*.distcp"))[:1]
     shard.unlink()
     digest = tree_digest(run)
