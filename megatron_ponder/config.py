@@ -91,6 +91,10 @@ class PonderConfig:
     jacobi_eval: int = 3
     # lambda of the optional compute penalty lambda * mean_t sum_{k>=1} w_{t,k}.
     compute_penalty: float = 0.0
+    # Decisive router (docs/decisions.md): weight mu of a term pushing every latent step with
+    # w < decisive_threshold below tau at a rate that does not vanish as w shrinks; 0 = off.
+    decisive_weight: float = 0.0
+    decisive_threshold: float = 0.05
     attention_backend: str = "augmented"
     # 0: gradients through every pass; n > 0: only the last n passes keep gradients.
     grad_passes: int = 0
@@ -251,6 +255,11 @@ def validate(cfg: Config) -> None:
              "ponder.jacobi_train", p.jacobi_train, "must be a non-empty list of integers >= 1")
     _require(p.jacobi_eval >= 1, "ponder.jacobi_eval", p.jacobi_eval, "must be >= 1")
     _require(p.compute_penalty >= 0, "ponder.compute_penalty", p.compute_penalty, "must be >= 0")
+    _require(p.decisive_weight >= 0, "ponder.decisive_weight", p.decisive_weight,
+             "must be >= 0 (0 = off)")
+    _require(0.0 < p.decisive_threshold < 1.0 and (p.decisive_weight == 0 or p.tau < p.decisive_threshold),
+             "ponder.decisive_threshold", p.decisive_threshold,
+             f"must lie strictly between ponder.tau={p.tau} and 1")
     _require(p.attention_backend in ATTENTION_BACKENDS, "ponder.attention_backend",
              p.attention_backend, f"valid values: {', '.join(ATTENTION_BACKENDS)}")
     _require(p.grad_passes >= 0, "ponder.grad_passes", p.grad_passes,

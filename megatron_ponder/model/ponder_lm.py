@@ -48,7 +48,9 @@ class PonderLM(MegatronModule):
         return run_locally(self.program(tokens, step, jacobi, hard_tau))
 
     def loss(self, output: PonderOutput, labels: torch.Tensor, loss_mask=None):
-        return ponder_loss(self.decoder, output, labels, loss_mask, self.cfg.ponder.compute_penalty)
+        p = self.cfg.ponder
+        return ponder_loss(self.decoder, output, labels, loss_mask, p.compute_penalty,
+                           (p.decisive_weight, p.decisive_threshold, p.tau))
 
     def statistics(self, output: PonderOutput, loss_mask=None) -> dict[str, float]:
         """Pondering statistics over the positions loss_mask counts (those of the penalty)."""

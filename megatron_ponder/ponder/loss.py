@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from megatron_ponder.ponder.backbone import Backbone
+from megatron_ponder.ponder.decisive import decisive_per_token
 from megatron_ponder.ponder.output import PonderOutput
 from megatron_ponder.ponder.router import hard_rule_keeps
 
@@ -48,16 +49,25 @@ def ponder_loss(
     labels: torch.Tensor,
     loss_mask: torch.Tensor | None = None,
     compute_penalty: float = 0.0,
+    decisive: tuple[float, float, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(objective, parts): the objective is the mean next-token cross-entropy over the L real
-    tokens (labels [B, L]), plus compute_penalty * mean_t sum_{k>=1} w_{t,k} for PonderLM-3
-    (0 by default). parts: "lm_loss" always, "penalty" when one applies (detached); what
-    reports a loss reports parts["lm_loss"], never the objective."""
+    tokens (labels [B, L]), plus, for PonderLM-3, compute_penalty * mean_t sum_{k>=1} w_{t,k}
+    (0 by default) and the decisive-router term (ponder/decisive.py) when
+    decisive = (weight, threshold, tau) has a weight > 0. parts: "lm_loss" always, "penalty"
+    (the sum of the terms that apply, detached) when any applies; what reports a loss
+    reports parts["lm_loss"], never the objective."""
     lm_loss = token_mean(backbone.cross_entropy(output.logits, labels), loss_mask)
     loss = lm_loss
     parts = {"lm_loss": lm_loss.detach()}
+    terms = []
     if output.log_w is not None and compute_penalty > 0:
-        penalty = compute_penalty * token_mean(expected_steps_per_token(output.log_w), loss_mask)
+        terms.append(compute_penalty * token_mean(expected_steps_per_token(output.log_w), loss_mask))
+    if output.log_w is not None and decisive is not None and decisive[0] > 0:
+        weight, threshold, tau = decisive
+        terms.append(weight * token_mean(decisive_per_token(output.log_w, tau, threshold), loss_mask))
+    if terms:
+        penalty = sum(terms)
         loss = loss + penalty
         parts["penalty"] = penalty.detach()
     return loss, parts

@@ -288,8 +288,7 @@ class Trainer:
         result = evaluate(self.model, batches, self.device, self.autocast)
         if result:
             self.logger.log(self.state.step, result, kind="valid")
-            penalty = (f"  penalty {result['penalty']:.4f}" if self.cfg.ponder.compute_penalty > 0
-                       else "")
+            penalty = f"  penalty {result['penalty']:.4f}" if result.get("penalty") else ""
             self.logger.print(
                 f"validation at step {self.state.step}: LM loss {result['loss']:.4f}  ppl "
                 f"{result['ppl']:.2f}{penalty}  expected steps "
