@@ -10,6 +10,9 @@ PonderLM-3/PonderLM-2/Pause load with trust_remote_code (modeling_ponder.py ship
 folder; tau = ponder_tau and K_max = ponder_max_steps can be overridden at load); a vanilla
 export is a plain LlamaForCausalLM. The tokenizer is the run's sentencepiece model, with
 </s> (the end-of-document token every training document ends with) as BOS and EOS.
+--flops-budget R (instead of --tau): ponder_tau is calibrated on validation sequences of the
+checkpoint's data to spend R of the inference FLOPs of the same model with every latent step
+kept; config.json records the budget and the calibration as ponder_flops_budget.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(REPO))  # the argument helpers below need no torch
+    from megatron_ponder.inference.budget_args import add_budget_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
@@ -30,14 +36,16 @@ def main(argv: list[str] | None = None) -> int:
                         "and it is a previous export; never a run or checkpoint)")
     parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: "
                         "data.tokenizer of the checkpoint's config)")
-    parser.add_argument("--tau", type=float, default=None,
-                        help="ponder_tau written into the config (default: the checkpoint's)")
+    knob = parser.add_mutually_exclusive_group()
+    knob.add_argument("--tau", type=float, default=None,
+                      help="ponder_tau written into the config (default: the checkpoint's)")
+    add_budget_arguments(parser, knob, what="ponder_tau")
     parser.add_argument("--force", action="store_true", help="replace a previous export")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
-    sys.path.insert(0, str(REPO))
     from megatron_ponder.config import ConfigError
     from megatron_ponder.export.hf_export import export_hf
+    from megatron_ponder.inference.budget import calibrate_on_validation
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.run_layout import check_export_output
     from megatron_ponder.training.checkpoint import CheckpointError
@@ -46,7 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_export_output(args.output, args.force)  # before the load: fail fast
         model, cfg = load_model(args.checkpoint, overrides, device="cpu")
-        out = export_hf(model, cfg, args.tokenizer or cfg.data.tokenizer, args.output, args.force)
+        extra = {}
+        if args.flops_budget is not None:
+            calibration = calibrate_on_validation(model, cfg, args.flops_budget,
+                                                  args.calibration_samples)
+            print(calibration.describe())
+            cfg.ponder.tau = calibration.tau
+            extra["ponder_flops_budget"] = calibration.as_dict()
+        out = export_hf(model, cfg, args.tokenizer or cfg.data.tokenizer, args.output, args.force,
+                        extra_config=extra)
     except (ConfigError, CheckpointError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

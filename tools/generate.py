@@ -6,6 +6,9 @@ Example:
 
 Each prompt starts with the end-of-document token, as every document does in training.
 --show-steps prints each token followed by [k], the latent steps it received.
+--flops-budget R (instead of --tau): inference FLOPs per token relative to the same model
+with every latent step kept; tau is calibrated on validation sequences of the checkpoint's
+data (inference/budget.py) and printed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ def non_negative_int(text: str) -> int:
 
 
 def parse_args(argv):
+    sys.path.insert(0, str(REPO))  # imports after parsing need it too; this one needs no torch
+    from megatron_ponder.inference.budget_args import add_budget_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
@@ -35,8 +41,10 @@ def parse_args(argv):
     parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: data.tokenizer "
                         "of the checkpoint's config)")
     parser.add_argument("--max-new-tokens", type=non_negative_int, default=32)
-    parser.add_argument("--tau", type=float, default=None, help="hard-pruning threshold "
-                        "(default: ponder.tau of the checkpoint)")
+    knob = parser.add_mutually_exclusive_group()
+    knob.add_argument("--tau", type=float, default=None, help="hard-pruning threshold "
+                      "(default: ponder.tau of the checkpoint)")
+    add_budget_arguments(parser, knob)
     parser.add_argument("--jacobi", type=int, default=None, help="Jacobi iterations of the "
                         "prompt's parallel prefill (default: ponder.jacobi_eval)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -57,10 +65,10 @@ def with_steps(tokenizer, ids: list[int], steps: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
-    sys.path.insert(0, str(REPO))
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data.errors import DataError
     from megatron_ponder.data.tokenizer import Tokenizer, check_fits
+    from megatron_ponder.inference.budget import calibrate_on_validation
     from megatron_ponder.inference.decoding import generate
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.sampling import Sampling
@@ -72,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer)
         check_fits(tokenizer, cfg.model.vocab_size)
         prompts = [[tokenizer.eod_id] + tokenizer.encode(p) for p in args.prompt]
-        result = generate(model, prompts, args.max_new_tokens, sampling, tau=args.tau,
+        tau = args.tau
+        if args.flops_budget is not None:
+            calibration = calibrate_on_validation(model, cfg, args.flops_budget,
+                                                  args.calibration_samples, args.jacobi)
+            tau = calibration.tau
+            print(calibration.describe(), file=sys.stderr)
+        result = generate(model, prompts, args.max_new_tokens, sampling, tau=tau,
                           eos_id=tokenizer.eod_id if args.stop_at_eos else None, jacobi=args.jacobi)
     except (ConfigError, DataError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -82,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         fed = prompt[1:] + ids[:-1]
         if args.json:
             print(json.dumps({"prompt": text, "completion": tokenizer.decode(ids), "token_ids": ids,
-                              "steps": steps[1:], "fed_token_ids": fed}))
+                              "steps": steps[1:], "fed_token_ids": fed,
+                              "tau": cfg.ponder.tau if tau is None else tau,
+                              "flops_budget": args.flops_budget}))
         elif args.show_steps:
             print(with_steps(tokenizer, fed, steps[1:]) + tokenizer.decode(ids[-1:]))
         else:

@@ -92,8 +92,9 @@ def convert_tokenizer(sp_model: Path, out_dir: Path):
 
 
 def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Path,
-              force: bool = False) -> Path:
-    """Write the export of `model` (TP 1, full tensors) to out_dir; returns it."""
+              force: bool = False, extra_config: dict | None = None) -> Path:
+    """Write the export of `model` (TP 1, full tensors) to out_dir; returns it. extra_config:
+    more config.json fields (the FLOPs budget ponder_tau was calibrated to)."""
     from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 
     if cfg.ponder.method not in EXPORTABLE:
@@ -107,7 +108,9 @@ def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Pa
     tmp.mkdir(parents=True)
     state = {name: p.detach().float().cpu() for name, p in model.named_parameters()}
     save_file(hf_weights.to_hf(state, cfg), str(tmp / WEIGHTS), metadata={"format": "pt"})
-    hf_config(cfg, sp.eod_id).save_pretrained(tmp)
+    config = hf_config(cfg, sp.eod_id)
+    config.update(extra_config or {})
+    config.save_pretrained(tmp)
     if cfg.ponder.method != "vanilla":
         shutil.copy(MODELING_FILE, tmp / MODELING_FILE.name)
     convert_tokenizer(sp.path, tmp)
