@@ -82,6 +82,14 @@ class Tokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
 
+    def piece(self, token_id: int) -> str:
+        """The vocabulary entry ('\u2581the', '<0x0A>', '</s>'), not its decoded text."""
+        return self._sp.id_to_piece(int(token_id))
+
+    def is_special(self, token_id: int) -> bool:
+        """</s>, <unk> and other control pieces (no text of their own)."""
+        return self._sp.is_control(int(token_id)) or self._sp.is_unknown(int(token_id))
+
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size}, eod_id={self.eod_id})"
 
