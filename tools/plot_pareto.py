@@ -7,7 +7,10 @@ curve_fit, least squares over every seed), with its residuals.
     python tools/plot_pareto.py runs/sweeps/pareto-cpu/records --out docs/results/pareto-cpu
 
 Writes OUT/pareto.{png,svg}, OUT/scaling.{png,svg} (when some configuration was trained at
->= 3 sizes), OUT/table.md (the aggregated table) and OUT/scaling_fit.json. Records that
+>= 3 sizes), OUT/table.md (the aggregated table), OUT/scaling_fit.json, and OUT/matching.md
+when PonderLM-2 and PonderLM-3 share a size: the FLOPs at which PonderLM-3 (tau from its
+FLOPs budgets) reaches each PonderLM-2's perplexity, and where vanilla does
+(megatron_ponder/sweeps/matching.py). Records that
 are malformed or cannot be compared (another sweep, other training tokens, a repeated run,
 seeds with different taus) are refused with the file and field named. Exit codes: 0 done,
 2 bad records or an --out that holds a training run.
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no matplotlib
     from megatron_ponder.config import ConfigError
     from megatron_ponder.run_layout import check_output_dir
+    from megatron_ponder.sweeps import matching
     from megatron_ponder.sweeps.pareto import aggregate, fit_scaling_law, pareto_frontier
     from megatron_ponder.sweeps.plots import markdown_table, plot_pareto, plot_scaling
     from megatron_ponder.sweeps.records import RecordError, load_records
@@ -71,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no scaling-law fit: no configuration was trained at >= 3 sizes")
     _write(out / "scaling_fit.json", json.dumps([asdict(f) for f in fits], indent=1) + "\n")
     written.append(out / "scaling_fit.json")
+    rows = matching.matches(records)
+    if rows:
+        _write(out / "matching.md", matching.markdown(rows))
+        written.append(out / "matching.md")
     for path in written:
         print(f"wrote {path}")
     return 0

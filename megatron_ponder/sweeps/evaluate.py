@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import resource
 
 import torch
 
@@ -87,14 +88,48 @@ def _fixed_steps(method: str, k: int) -> float:
     return 0.0 if method == "vanilla" else float(k)
 
 
+def budget_entries(model, cfg: Config, sweep: Sweep, batches: list[dict], vanilla: float,
+                   expected_steps: float, progress=print) -> list[dict]:
+    """One entry per eval.budgets value: tau calibrated on the validation micro-batches that
+    follow the scored ones (inference/budget.py), then the entry of hard_scores at that tau
+    with flops_budget, flops_vs_all_kept and the calibration; a budget this model cannot
+    meet is recorded as {"flops_budget", "unreachable": why}."""
+    from megatron_ponder.inference.budget import BudgetError, Calibrator, all_kept_flops
+    from megatron_ponder.inference.heldout import heldout_batches
+
+    e = sweep.eval
+    calibration = heldout_batches(cfg, split="valid", samples=e.calibration_batches * e.micro_batch_size,
+                                  batch_size=e.micro_batch_size, data_seed=e.data_seed,
+                                  start=e.batches * e.micro_batch_size)
+    all_kept = all_kept_flops(model, batches)
+    calibrator = Calibrator(model, calibration)  # one bracket cache for every budget
+    entries = []
+    for budget in e.budgets:
+        try:
+            c = calibrator.calibrate(budget)
+        except BudgetError as err:
+            entries.append({"flops_budget": budget, "unreachable": str(err)})
+            progress(f"  budget {budget:g}: out of reach")
+            continue
+        entry = hard_scores(model, cfg, batches, c.tau, vanilla, expected_steps)
+        entry.update(flops_budget=budget, flops_vs_all_kept=entry["flops_per_token"] / all_kept,
+                     calibration=c.as_dict())
+        entries.append(entry)
+        progress(f"  budget {budget:g}: tau {c.tau:.4g}, ppl {entry['ppl']:.3f}, "
+                 f"{entry['flops_vs_all_kept']:.3f} of all-kept FLOPs (calibrated {c.ratio:.3f})")
+    return entries
+
+
 def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
     from megatron_ponder.training.checkpoint import Checkpointer
     from megatron_ponder.training.evaluate import evaluate
     from megatron_ponder.training.engines import Engine
+    from megatron_ponder.sweeps.runner import USAGE_FILE, read_usage
     from megatron_ponder.training.optim import build_scheduler
 
+    cpu_start = resource.getrusage(resource.RUSAGE_SELF)
     cfg = run.config
     initialize_parallel(cfg)
     model = build_model(cfg)
@@ -123,7 +158,11 @@ def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
             progress(f"  tau {tau if tau is not None else '-':>6}: ppl {entry['ppl']:.3f}, "
                      f"{entry['flops_vs_vanilla']:.3f}x vanilla FLOPs, "
                      f"{entry['executed_steps']:.3f} latent steps/token")
+        budgets = (budget_entries(model, cfg, sweep, batches, vanilla, expected, progress)
+                   if p.method == ADAPTIVE and e.budgets else [])
     tokens = sum(int(b["loss_mask"].sum()) for b in batches)
+    usage = read_usage(sweep.run_dir(run) / USAGE_FILE) or {}
+    cpu_end = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "schema": SCHEMA, "sweep": sweep.name, "run_id": run.run_id, "point": dict(run.point),
         "config": config_to_dict(cfg),
@@ -131,9 +170,13 @@ def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
         "non_embedding_parameters": shape.non_embedding_params,
         "training": {"steps": cfg.train.steps,
                      "tokens": cfg.train.steps * cfg.train.global_batch_size * cfg.data.seq_length,
-                     "flops": run_training_flops(model, cfg)},
+                     "flops": run_training_flops(model, cfg), **usage},
         "validation": {"loss": soft["loss"], "ppl": math.exp(soft["loss"]),
                        "penalty": soft["penalty"], "tokens": tokens},
         "vanilla_flops_per_token": vanilla,
         "inference": inference,
+        "budgets": budgets,
+        # CPU seconds of this evaluation (the training's are training.cpu_s).
+        "evaluation_cpu_s": (cpu_end.ru_utime + cpu_end.ru_stime
+                             - cpu_start.ru_utime - cpu_start.ru_stime),
     }

@@ -33,25 +33,34 @@ class Point:
     expected_steps: float
     executed_steps: float
     parameters: int
+    variant: str | None = None  # the sweep file's named overlay, if any
 
     @property
     def label(self) -> str:
         tau = "" if self.tau is None else f" tau {self.tau:g}"
         lam = f" lambda {self.lam:g}" if self.method == "ponderlm3" else ""
-        return f"{self.size} {self.method} K{self.k}{lam}{tau}"
+        return f"{self.size} {self.method} K{self.k}{lam}{self._variant_text}{tau}"
+
+    @property
+    def _variant_text(self) -> str:
+        return f" {self.variant}" if self.variant else ""
 
     @property
     def series(self) -> str:
+        """One curve per series: vanilla over its sizes; PonderLM-2 over K at one size;
+        PonderLM-3 over tau at one size, K, lambda and variant."""
         if self.method == "ponderlm3":
-            return f"ponderlm3 K{self.k} lambda {self.lam:g}"
+            return f"{self.size} ponderlm3 K{self.k} lambda {self.lam:g}{self._variant_text}"
         if self.method in ("vanilla",):
-            return "vanilla"
-        return f"{self.method} K{self.k}" if self.method != "ponderlm2" else "ponderlm2"
+            return "vanilla" + self._variant_text
+        name = f"{self.method} K{self.k}" if self.method != "ponderlm2" else "ponderlm2"
+        return f"{self.size} {name}{self._variant_text}"
 
 
 def _config_key(record: dict) -> tuple:
+    """(size, method, k, lambda, variant): a configuration, whose seeds are aggregated."""
     p = record["point"]
-    return (p["size"], p["method"], p["k"], float(p["lambda"]))
+    return (p["size"], p["method"], p["k"], float(p["lambda"]), p.get("variant"))
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:
@@ -95,7 +104,7 @@ def aggregate(records: list[dict]) -> list[Point]:
     for record in records:
         groups.setdefault(_config_key(record), []).append(record)
     points = []
-    for (size, method, k, lam), group in groups.items():
+    for (size, method, k, lam, variant), group in groups.items():
         taus = [tuple(e["tau"] for e in r["inference"]) for r in group]
         for record, record_taus in zip(group, taus):
             if record_taus != taus[0]:
@@ -112,7 +121,7 @@ def aggregate(records: list[dict]) -> list[Point]:
                 float(np.mean([e["flops_vs_vanilla"] for e in entries])),
                 float(np.mean([e["expected_steps"] for e in entries])),
                 float(np.mean([e["executed_steps"] for e in entries])),
-                group[0]["parameters"]))
+                group[0]["parameters"], variant))
     return sorted(points, key=lambda p: (p.flops_per_token, p.ppl))
 
 
@@ -156,10 +165,10 @@ def fit_scaling_law(records: list[dict], x_name: str = "non_embedding_parameters
 
     series: dict[tuple, list[dict]] = {}
     for record in records:
-        method, k, lam = _config_key(record)[1:]
-        series.setdefault((method, k, lam), []).append(record)
+        method, k, lam, variant = _config_key(record)[1:]
+        series.setdefault((method, k, lam, variant), []).append(record)
     fits = []
-    for (method, k, lam), group in series.items():
+    for (method, k, lam, variant), group in series.items():
         if len({r["point"]["size"] for r in group}) < min_sizes:
             continue
         x = np.array([_x_value(r, x_name) for r in group], dtype=float)
@@ -171,6 +180,7 @@ def fit_scaling_law(records: list[dict], x_name: str = "non_embedding_parameters
         stderr = tuple(float(s) for s in np.sqrt(np.clip(np.diag(cov), 0, None)))
         residuals = loss - saturating_power_law(x / scale, *params)
         name = method if method == "vanilla" else f"{method} K{k} lambda {lam:g}"
+        name += f" {variant}" if variant else ""
         fits.append(Fit(name, x_name, scale, *(float(p) for p in params), stderr,
                         x.tolist(), loss.tolist(), residuals.tolist()))
     return fits

@@ -38,9 +38,9 @@ def plot_pareto(points: list[Point], out_dir: Path, title: str) -> list[Path]:
         x = [p.flops_per_token for p in members]
         ax.errorbar(x, [p.ppl for p in members], yerr=[p.ppl_spread for p in members],
                     marker="o", markersize=4, capsize=2, linewidth=1, label=name)
-        if name in ("vanilla", "ponderlm2"):
+        if members[0].method in ("vanilla", "ponderlm2"):
             for p in members:
-                tag = p.size if name == "vanilla" else f"K{p.k}"
+                tag = p.size if members[0].method == "vanilla" else f"K{p.k}"
                 ax.annotate(tag, (p.flops_per_token, p.ppl), textcoords="offset points",
                             xytext=(4, 4), fontsize=7)
     frontier = pareto_frontier(points)
@@ -79,13 +79,15 @@ def plot_scaling(fits: list[Fit], out_dir: Path, title: str) -> list[Path]:
 
 
 def markdown_table(points: list[Point]) -> str:
-    rows = ["| size | method | K | lambda | tau | ppl (mean +- spread) | soft ppl | "
+    rows = ["| size | method | K | lambda | variant | tau | ppl (mean +- spread) | soft ppl | "
             "FLOPs/token vs vanilla | expected steps | executed steps | seeds |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(points, key=lambda p: (p.parameters, p.method, p.k, p.lam, p.tau or 0.0))
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(points, key=lambda p: (p.parameters, p.method, p.k, p.lam, p.variant or "",
+                                          p.tau or 0.0))
     for p in order:
         tau = "-" if p.tau is None else f"{p.tau:g}"
-        rows.append(f"| {p.size} | {p.method} | {p.k} | {p.lam:g} | {tau} | {p.ppl:.2f} +- "
+        rows.append(f"| {p.size} | {p.method} | {p.k} | {p.lam:g} | {p.variant or '-'} | {tau} | "
+                    f"{p.ppl:.2f} +- "
                     f"{p.ppl_spread:.2f} | {p.soft_ppl:.2f} | {p.flops_vs_vanilla:.3f} | "
                     f"{p.expected_steps:.3f} | {p.executed_steps:.3f} | {p.seeds} |")
     return "\n".join(rows) + "\n"

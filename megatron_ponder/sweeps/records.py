@@ -4,14 +4,20 @@
      "point": {"size", "method", "k", "lambda", "seed"},
      "config": {...the full training config...},
      "parameters": int, "non_embedding_parameters": int,
-     "training": {"steps": int, "tokens": int, "flops": float},
+     "training": {"steps": int, "tokens": int, "flops": float,
+                  "cpu_s": float, "peak_rss_mib": float, "pieces": int},  # when the sweep
+                                           # trained it: the trainer process(es), os.wait4
      "validation": {"loss": float, "ppl": float,   # LM loss of the training-style forward
                     "penalty": float,              # lambda * E[steps] over the same tokens
                     "tokens": int},
      "vanilla_flops_per_token": float,     # a vanilla model of the same size and length
      "inference": [                        # one entry per tau (ponderlm3) or one with tau null
         {"tau", "loss", "ppl", "flops_per_token", "flops_vs_vanilla",
-         "expected_steps", "executed_steps"}]}
+         "expected_steps", "executed_steps"}],
+     "budgets": [                          # optional: one per eval.budgets value (routers)
+        {"flops_budget", "flops_vs_all_kept", "calibration": {...}, + the inference keys}
+        or {"flops_budget", "unreachable": why}],
+     "evaluation_cpu_s": float}            # optional
 
 Steps are latent steps per token (slots beyond the token's own): expected = sum_{k>=1}
 w_k of the router, executed = what the hard rule kept; K for the fixed-step methods.
@@ -123,7 +129,30 @@ def check_record(record: Any, source: str) -> dict:
             if not -1e-6 <= entry[key] <= k + 1e-6:
                 raise RecordError(f"{source}: {where}.{key}={entry[key]!r} must lie in "
                                   f"[0, point.k={k}]")
+    _check_budgets(source, record, k)
     return record
+
+
+def _check_budgets(source: str, record: dict, k: int) -> None:
+    budgets = record.get("budgets", [])
+    if not isinstance(budgets, list):
+        raise RecordError(f"{source}: budgets must be a list")
+    for i, entry in enumerate(budgets):
+        where = f"budgets[{i}]"
+        if not isinstance(entry, dict):
+            raise RecordError(f"{source}: {where} must be a mapping")
+        _number(source, f"{where}.flops_budget", entry.get("flops_budget"), positive=True)
+        if "unreachable" in entry:
+            continue
+        missing = [key for key in INFERENCE_KEYS + ("flops_vs_all_kept", "calibration")
+                   if key not in entry]
+        if missing:
+            raise RecordError(f"{source}: {where}.{missing[0]} is missing")
+        _check_loss_ppl(source, where, entry)
+        _number(source, f"{where}.flops_vs_all_kept", entry["flops_vs_all_kept"], positive=True)
+        if not -1e-6 <= entry["executed_steps"] <= k + 1e-6:
+            raise RecordError(f"{source}: {where}.executed_steps={entry['executed_steps']!r} "
+                              f"must lie in [0, point.k={k}]")
 
 
 def _check_loss_ppl(source: str, where: str, section: dict) -> None:

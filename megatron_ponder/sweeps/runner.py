@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +81,35 @@ def write_recipe(sweep: Sweep, run: RunSpec) -> Path:
     return path
 
 
+USAGE_FILE = "train_usage.json"
+
+
+def _call_measured(command: list[str], env: dict, usage_path: Path) -> int:
+    """subprocess.call that also adds the child's CPU seconds and peak resident memory
+    (os.wait4: the trainer and the children it waited for) to usage_path, so a run trained
+    in several pieces (resumed) reports its total CPU time and its largest RSS."""
+    with subprocess.Popen(command, env=env) as proc:
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    previous = read_usage(usage_path) or {"cpu_s": 0.0, "peak_rss_mib": 0.0, "pieces": 0}
+    total = {"cpu_s": previous["cpu_s"] + usage.ru_utime + usage.ru_stime,
+             "peak_rss_mib": max(previous["peak_rss_mib"], usage.ru_maxrss / 1024),  # KiB
+             "pieces": previous["pieces"] + 1}
+    tmp = usage_path.with_name(usage_path.name + ".tmp")
+    tmp.write_text(json.dumps(total) + "\n")
+    os.replace(tmp, usage_path)
+    return proc.returncode
+
+
+def read_usage(path: Path) -> dict | None:
+    """The training usage a sweep run accumulated (None if it was trained elsewhere)."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def train(sweep: Sweep, run: RunSpec, threads: int | None) -> None:
     """Train (or resume) one run with `python -m megatron_ponder.train`; raise RunFailed."""
     recipe = write_recipe(sweep, run)
@@ -87,7 +117,8 @@ def train(sweep: Sweep, run: RunSpec, threads: int | None) -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    code = subprocess.call([sys.executable, "-m", "megatron_ponder.train", str(recipe)], env=env)
+    code = _call_measured([sys.executable, "-m", "megatron_ponder.train", str(recipe)], env,
+                          sweep.run_dir(run) / USAGE_FILE)
     if code == EXIT_REQUEUE:
         raise RunFailed(f"{run.run_id}: training stopped early after saving a checkpoint; run "
                         "the same sweep command again to resume", code)

@@ -9,10 +9,16 @@
                                            #   the path of a recipe file (relative to this file)
     sizes: {h64: {hidden_size: 64, ...}}   # named model.* overrides
     seeds: [1, 2]
+    variants:                              # optional: named config overlays a grid entry
+      gp2: {ponder: {grad_passes: 2}}      #   may add (its name joins the run id)
     grid:                                  # each entry: the product of its listed values
       - {size: h64, method: ponderlm2, k: [1, 2, 3]}
       - {size: h64, method: ponderlm3, k: 3, lambda: [0.0, 0.01]}
-    eval: {taus: [1.0e-4, 0.1], batches: 16, micro_batch_size: 16}
+      - {size: h64, method: ponderlm3, k: 3, lambda: 0.01, variant: gp2}
+    eval: {taus: [1.0e-4, 0.1], batches: 16, micro_batch_size: 16,
+           budgets: [0.6, 0.8], calibration_batches: 8}   # optional: FLOPs budgets (routers
+                                           #   only; tau calibrated on the calibration_batches
+                                           #   of validation data after the scored ones)
 
 Runs are ordered grid entry by grid entry, values in the order written, seeds innermost; the
 index of a run is its position in that order (a Slurm array task id).
@@ -29,8 +35,9 @@ from megatron_ponder.config import (
     Config, ConfigError, config_from_dict, merge_recipes, read_recipe, read_yaml_mapping,
 )
 
-TOP_KEYS = ("name", "output_dir", "prepare", "base", "sizes", "seeds", "grid", "eval")
-GRID_KEYS = ("size", "method", "k", "lambda")
+TOP_KEYS = ("name", "output_dir", "prepare", "base", "sizes", "variants", "seeds", "grid",
+            "eval")
+GRID_KEYS = ("size", "method", "k", "lambda", "variant")
 ADAPTIVE = "ponderlm3"  # the only method whose inference depends on tau
 
 
@@ -45,6 +52,10 @@ class EvalSpec:
     micro_batch_size: int
     # Seed of the validation sample order: one for every run, so all score the same tokens.
     data_seed: int = 0
+    # Inference FLOPs budgets (inference/budget.py), each calibrated on calibration_batches
+    # micro-batches of validation data that follow the scored ones.
+    budgets: tuple[float, ...] = ()
+    calibration_batches: int = 8
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ class PrepareSpec:
 class RunSpec:
     index: int
     run_id: str
-    point: dict[str, Any]  # the grid values: size, method, k, lambda, seed
+    point: dict[str, Any]  # the grid values: size, method, k, lambda, variant, seed
     config: Config = field(repr=False)
 
 
@@ -90,30 +101,39 @@ def _number_text(value: float) -> str:
 
 
 def run_id(point: dict[str, Any]) -> str:
+    variant = f"-{point['variant']}" if point.get("variant") else ""
     return (f"{point['size']}-{point['method']}-k{point['k']}-lam{_number_text(point['lambda'])}"
-            f"-seed{point['seed']}")
+            f"{variant}-seed{point['seed']}")
 
 
 def _eval_spec(path: Path, data: Any) -> EvalSpec:
     if not isinstance(data, dict):
         _fail(path, "eval", "must be a mapping with taus, batches, micro_batch_size")
-    unknown = set(data) - {"taus", "batches", "micro_batch_size", "data_seed"}
+    unknown = set(data) - {"taus", "batches", "micro_batch_size", "data_seed", "budgets",
+                           "calibration_batches"}
     if unknown:
         _fail(path, f"eval.{sorted(unknown)[0]}", "is unknown: valid keys taus, batches, "
-              "micro_batch_size, data_seed")
+              "micro_batch_size, data_seed, budgets, calibration_batches")
     taus = data.get("taus")
     if (not isinstance(taus, list) or not taus
             or not all(isinstance(t, (int, float)) and 0 < t < 1 for t in taus)):
         _fail(path, "eval.taus", f"={taus!r} must be a non-empty list of numbers in (0, 1)")
-    for key in ("batches", "micro_batch_size"):
-        value = data.get(key)
+    budgets = data.get("budgets", [])
+    if (not isinstance(budgets, list)
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0
+                       for b in budgets)):
+        _fail(path, "eval.budgets", f"={budgets!r} must be a list of numbers > 0 (inference "
+              "FLOPs relative to the same model with every latent step kept)")
+    for key in ("batches", "micro_batch_size", "calibration_batches"):
+        value = data.get(key, 8 if key == "calibration_batches" else None)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             _fail(path, f"eval.{key}", f"={value!r} must be an integer >= 1")
     seed = data.get("data_seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         _fail(path, "eval.data_seed", f"={seed!r} must be an integer >= 0")
     return EvalSpec(tuple(float(t) for t in sorted(taus)), data["batches"],
-                    data["micro_batch_size"], seed)
+                    data["micro_batch_size"], seed, tuple(float(b) for b in sorted(budgets)),
+                    data.get("calibration_batches", 8))
 
 
 def _prepare_spec(path: Path, data: Any) -> PrepareSpec | None:
@@ -130,7 +150,19 @@ def _prepare_spec(path: Path, data: Any) -> PrepareSpec | None:
     return PrepareSpec(data["input"], data["vocab_size"])
 
 
-def _grid_points(path: Path, grid: Any, sizes: dict, seeds: list[int]) -> list[dict[str, Any]]:
+def _variants(path: Path, data: Any) -> dict[str, dict]:
+    if data is None:
+        return {}
+    if (not isinstance(data, dict)
+            or not all(isinstance(name, str) and name and name.replace("_", "").isalnum()
+                       and isinstance(overlay, dict) for name, overlay in data.items())):
+        _fail(path, "variants", "must map names (letters, digits, _) to config overlays, "
+              "e.g. {gp2: {ponder: {grad_passes: 2}}}")
+    return data
+
+
+def _grid_points(path: Path, grid: Any, sizes: dict, seeds: list[int],
+                 variants: dict[str, dict]) -> list[dict[str, Any]]:
     if not isinstance(grid, list) or not grid:
         _fail(path, "grid", "must be a non-empty list of mappings (size, method, k, lambda)")
     points = []
@@ -145,7 +177,12 @@ def _grid_points(path: Path, grid: Any, sizes: dict, seeds: list[int]) -> list[d
         missing = {"size", "method", "k"} - set(entry)
         if missing:
             _fail(path, f"{where}.{sorted(missing)[0]}", "is missing")
-        values = {key: _as_list(entry.get(key, 0.0)) for key in GRID_KEYS}
+        defaults = {"lambda": 0.0, "variant": None}
+        values = {key: _as_list(entry.get(key, defaults.get(key))) for key in GRID_KEYS}
+        for variant in values["variant"]:
+            if variant is not None and variant not in variants:
+                _fail(path, f"{where}.variant", f"={variant!r} is not one of variants: "
+                      f"{', '.join(variants) or '(none defined)'}")
         for size in values["size"]:
             if size not in sizes:
                 _fail(path, f"{where}.size", f"={size!r} is not one of sizes: {', '.join(sizes)}")
@@ -165,8 +202,10 @@ def _grid_points(path: Path, grid: Any, sizes: dict, seeds: list[int]) -> list[d
     return points
 
 
-def _config_for(path: Path, where: str, base: dict, size: dict, point: dict) -> Config:
-    data = merge_recipes(base, {
+def _config_for(path: Path, where: str, base: dict, size: dict, point: dict,
+                variants: dict[str, dict]) -> Config:
+    data = merge_recipes(base, variants.get(point["variant"]) or {})
+    data = merge_recipes(data, {
         "model": size, "seed": point["seed"],
         "ponder": {"method": point["method"], "k": point["k"], "compute_penalty": point["lambda"]},
     })
@@ -210,13 +249,14 @@ def load_sweep(path: str | Path) -> Sweep:
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         _fail(path, "seeds", f"={seeds!r} must be a non-empty list of distinct integers")
+    variants = _variants(path, data.get("variants"))
     runs, seen = [], {}
-    for where, point in _grid_points(path, data["grid"], sizes, seeds):
+    for where, point in _grid_points(path, data["grid"], sizes, seeds, variants):
         rid = run_id(point)
         if rid in seen:
             _fail(path, where, f"repeats run {rid} (already from {seen[rid]})")
         seen[rid] = where
-        config = _config_for(path, where, base, sizes[point["size"]], point)
+        config = _config_for(path, where, base, sizes[point["size"]], point, variants)
         runs.append(RunSpec(len(runs), rid, point, config))
     output_dir = Path(data["output_dir"])
     for run in runs:

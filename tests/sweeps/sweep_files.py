@@ -38,7 +38,8 @@ def sweep_dict(output_dir: Path, text: Path, data_dir: Path) -> dict:
         "seeds": [3],
         "grid": [{"size": "h32", "method": "vanilla", "k": 0},
                  {"size": "h32", "method": "ponderlm3", "k": 2, "lambda": LAMBDA}],
-        "eval": {"taus": [1e-4, 0.5, 0.9], "batches": 2, "micro_batch_size": 2},
+        "eval": {"taus": [1e-4, 0.5, 0.9], "batches": 2, "micro_batch_size": 2,
+                 "budgets": [0.9, 0.01], "calibration_batches": 2},
     }
 
 

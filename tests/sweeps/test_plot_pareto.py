@@ -14,6 +14,7 @@ import matplotlib.image
 import pytest
 from sweep_files import fake_record, fixture_records, modified
 
+from megatron_ponder.sweeps.matching import matches
 from megatron_ponder.sweeps.pareto import aggregate, fit_scaling_law, pareto_frontier
 from megatron_ponder.sweeps.plots import markdown_table
 from megatron_ponder.sweeps.records import SCHEMA, RecordError, check_record
@@ -45,7 +46,7 @@ def test_plot_tool_writes_valid_png_svg_table_and_fit(tmp_path):
     table = (tmp_path / "out" / "table.md").read_text()
     # vanilla s2 at seeds 1, 2: loss 3.5 -+ 0.01 -> ppl mean and half range
     ppl = [math.exp(3.49), math.exp(3.51)]
-    assert (f"| s2 | vanilla | 0 | 0 | - | {sum(ppl) / 2:.2f} +- {(ppl[1] - ppl[0]) / 2:.2f} |"
+    assert (f"| s2 | vanilla | 0 | 0 | - | - | {sum(ppl) / 2:.2f} +- {(ppl[1] - ppl[0]) / 2:.2f} |"
             in table)
     assert len(table.splitlines()) == 2 + 4 + 2 + 3  # header + vanilla, ponderlm2, ponderlm3
     (fit,) = json.loads((tmp_path / "out" / "scaling_fit.json").read_text())
@@ -111,3 +112,25 @@ def test_table_rows_follow_model_size_not_the_size_name():
                for size, params in (("h128", 500_000), ("h32", 60_000), ("h64", 170_000))]
     rows = markdown_table(aggregate(records)).splitlines()[2:]
     assert [row.split("|")[1].strip() for row in rows] == ["h32", "h64", "h128"]
+
+
+def test_matching_ponderlm3_to_ponderlm2_by_hand():
+    """The fixture's PonderLM-3 (K 2, tau entries at 2, 1, 0 steps: FLOPs 240k, 160k, 80k,
+    loss 3.05 / 3.10 / 3.15 + seed offset -+0.01) against PonderLM-2 K1 (loss 3.2, 160k)
+    and K2 (3.1, 240k); vanilla over four sizes."""
+    e = math.exp
+    rows = {m.k: m for m in matches(fixture_records())}
+    k1, k2 = rows[1], rows[2]
+    assert k1.target_ppl == pytest.approx((e(3.19) + e(3.21)) / 2, rel=1e-12)
+    # Even PonderLM-3's cheapest point (0 steps, 80k) beats K1's ppl: an upper bound.
+    assert k1.ratios == [pytest.approx(0.5, rel=1e-12)] * 2 and k1.bound
+    target = (e(3.09) + e(3.11)) / 2
+    seed1 = 80e3 + 80e3 * (e(3.14) - target) / (e(3.14) - e(3.09))
+    seed2 = 160e3 + 80e3 * (e(3.11) - target) / (e(3.11) - e(3.06))
+    assert k2.ratios == [pytest.approx(seed1 / 240e3, rel=1e-12),
+                         pytest.approx(seed2 / 240e3, rel=1e-12)] and not k2.bound
+    # Vanilla (seed means): s2 at 80k, ppl e^3.5 (+-0.01); s3 at 320k, e^2.75.
+    v2, v3 = (e(3.49) + e(3.51)) / 2, (e(2.74) + e(2.76)) / 2
+    vanilla = 80e3 + 240e3 * (v2 - target) / (v2 - v3)
+    assert k2.vanilla_ratio == pytest.approx(vanilla / 240e3, rel=1e-12)
+    assert k2.config == "lambda 0" and k2.best_ppl == pytest.approx((e(3.04) + e(3.06)) / 2)

@@ -90,8 +90,13 @@ def test_vanilla_record_against_hand_computed_flops(scenario):
     assert record["non_embedding_parameters"] == N
     # + token embedding 512*32 + LM head 32*512
     assert record["parameters"] == N + 2 * 32 * VOCAB
+    usage = {key: record["training"].pop(key) for key in ("cpu_s", "peak_rss_mib", "pieces")}
     assert record["training"] == {"steps": 4, "tokens": 4 * 4 * 16,
                                   "flops": 3 * (_pass(1) + HEAD * L) * 4 * 4}
+    # The trainer subprocess's own usage (os.wait4): one piece, real CPU time, an RSS that
+    # holds at least torch and megatron (> 100 MiB), far below the machine's memory.
+    assert usage["pieces"] == 1 and usage["cpu_s"] > 1 and 100 < usage["peak_rss_mib"] < 8000
+    assert record["budgets"] == [] and record["evaluation_cpu_s"] > 0
     vanilla = 2 * N + ATT * (L + 1) / 2 + HEAD  # token t attends to t keys: mean (L+1)/2
     assert record["vanilla_flops_per_token"] == pytest.approx(vanilla, rel=1e-12)
     (entry,) = record["inference"]
@@ -127,3 +132,30 @@ def test_ponderlm3_record_against_hand_computed_flops(scenario):
                                                            abs=1e-5)
     assert record["validation"]["penalty"] == pytest.approx(
         LAMBDA * record["inference"][0]["expected_steps"], rel=1e-5)
+    # Run 1 was trained halfway outside the sweep: its usage counts the sweep's piece only.
+    assert record["training"]["pieces"] == 1
+
+
+def test_ponderlm3_budget_entries(scenario):
+    """Budgets 0.01 and 0.9 of the all-kept FLOPs on the near-uniform router (w = 1, 2/3,
+    1/3, each within ~1e-4 per token): 0.01 is below what pruning every step costs; 0.9 lies
+    between one step and two for every token, so tau lands at w_2 ~ 1/3, where the tokens
+    split between one and two steps in the share that spends 0.9."""
+    record = _record(scenario, 1)
+    unreachable, fits = record["budgets"]
+    assert unreachable["flops_budget"] == 0.01 and "out of reach" in unreachable["unreachable"]
+    assert "between" in unreachable["unreachable"]
+    router = 2 * 32 * 3
+
+    def per_token(slots):
+        return 2 * N * slots + ATT * sum(range(1, L * slots + 1)) / L + HEAD + router
+
+    calibration = fits["calibration"]
+    assert fits["flops_budget"] == 0.9 and calibration["tau"] == fits["tau"]
+    assert abs(fits["tau"] - 1 / 3) < 1e-3 and 1 <= fits["executed_steps"] <= 2
+    assert abs(calibration["ratio"] - 0.9) <= 0.005 * 0.9
+    assert calibration["reachable"][1] == pytest.approx(1.0, abs=1e-12)
+    assert calibration["reachable"][0] == pytest.approx(per_token(1) / per_token(3), rel=1e-12)
+    assert fits["flops_vs_all_kept"] == pytest.approx(fits["flops_per_token"] / per_token(3),
+                                                      rel=1e-12)
+    assert calibration["tokens"] == 2 * 2 * 16

@@ -42,6 +42,25 @@ def test_grid_expands_in_file_order_with_seeds_innermost(tmp_path):
     assert sweep.eval.taus == (1e-4, 0.5, 0.9)
 
 
+def test_variants_overlay_the_config_and_name_the_run(tmp_path):
+    path = _sweep(tmp_path, variants={
+        "gp2": {"ponder": {"grad_passes": 2}},
+        "decisive": {"ponder": {"decisive_weight": 0.01, "decisive_threshold": 0.1}}},
+        grid=[{"size": "h32", "method": "ponderlm3", "k": 2, "lambda": 0.01,
+               "variant": [None, "gp2", "decisive"]}])
+    sweep = load_sweep(path)
+    assert [r.run_id for r in sweep.runs] == [
+        "h32-ponderlm3-k2-lam0.01-seed3", "h32-ponderlm3-k2-lam0.01-gp2-seed3",
+        "h32-ponderlm3-k2-lam0.01-decisive-seed3"]
+    plain, gp2, decisive = (r.config.ponder for r in sweep.runs)
+    assert (plain.grad_passes, plain.decisive_weight) == (0, 0.0)
+    assert (gp2.grad_passes, gp2.compute_penalty) == (2, 0.01)
+    assert (decisive.decisive_weight, decisive.decisive_threshold, decisive.grad_passes) == (
+        0.01, 0.1, 0)
+    assert sweep.runs[1].point["variant"] == "gp2" and sweep.runs[0].point["variant"] is None
+    assert sweep.eval.budgets == (0.01, 0.9) and sweep.eval.calibration_batches == 2
+
+
 @pytest.mark.parametrize("changes, field", [
     ({"grid": [{"size": "h99", "method": "vanilla", "k": 0}]}, "grid[0].size"),
     ({"grid": [{"size": "h32", "method": "vanilla", "k": -1}]}, "grid[0].k"),
@@ -53,6 +72,14 @@ def test_grid_expands_in_file_order_with_seeds_innermost(tmp_path):
     ({"eval": {"taus": [0.0], "batches": 1, "micro_batch_size": 1}}, "eval.taus"),
     ({"eval": {"taus": [0.1], "batches": 0, "micro_batch_size": 1}}, "eval.batches"),
     ({"prepare": {"input": "x.txt"}}, "prepare"),
+    ({"eval": {"taus": [0.1], "batches": 1, "micro_batch_size": 1, "budgets": [0]}},
+     "eval.budgets"),
+    ({"eval": {"taus": [0.1], "batches": 1, "micro_batch_size": 1, "calibration_batches": 0}},
+     "eval.calibration_batches"),
+    ({"grid": [{"size": "h32", "method": "ponderlm3", "k": 2, "variant": "gp2"}]}, "grid[0].variant"),
+    ({"variants": {"two words": {"ponder": {"grad_passes": 2}}}}, "variants"),
+    ({"variants": {"gp": {"ponder": {"grad_passes": -2}}},
+      "grid": [{"size": "h32", "method": "ponderlm3", "k": 2, "variant": "gp"}]}, "ponder.grad_passes"),
     ({"extra": 1}, "extra"),
 ])
 def test_malformed_sweep_names_file_and_field(tmp_path, changes, field):
