@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.heldout import heldout_batches
     from megatron_ponder.inference.scoring import check_tau
     from megatron_ponder.ponder.registry import USES_ROUTER
+    from megatron_ponder.run_layout import check_output_dir
     from megatron_ponder.training.checkpoint import CheckpointError
 
     try:
+        out = check_output_dir(args.output, "--output")  # before the load: fail fast
         model, cfg = load_model(args.checkpoint)
         if cfg.ponder.method not in USES_ROUTER:
             raise ConfigError(f"ponder.method={cfg.ponder.method!r} gives every token the same "
@@ -78,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     specials = {i for i in range(tokenizer.vocab_size) if tokenizer.is_special(i)}
     summary = summarize(steps, texts, specials, frequency, cfg.ponder.k, cfg.data.seq_length)
     title = args.title or f"Pondering steps per token: {args.checkpoint}"
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("analysis.json", json.dumps(summary, indent=1) + "\n"),
                        ("analysis.md", markdown(summary, title) + "\n")):

@@ -76,3 +76,6 @@ def test_analysis_refuses_fixed_step_methods(tmp_path, tool_data, capsys):
     assert analysis_tool.main([str(run), "--output", str(tmp_path / "a")]) == 2
     assert "needs a ponderlm3 checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+    # Never into a run: its directory holds the checkpoints.
+    assert analysis_tool.main([str(run), "--output", str(run)]) == 2
+    assert "holds a training run" in capsys.readouterr().err
