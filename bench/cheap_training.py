@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from megatron_ponder.config import config_from_dict, config_to_dict  # noqa: E402
 from megatron_ponder.model import build_model  # noqa: E402
 from megatron_ponder.parallel import initialize_parallel  # noqa: E402
-from megatron_ponder.ponder.flops import DecoderShape, training_flops  # noqa: E402
+from megatron_ponder.ponder.flops import DecoderShape  # noqa: E402
 from megatron_ponder.sweeps.spec import load_sweep  # noqa: E402
 
 VARIANTS = {"default": {}, "grad_passes 2": {"grad_passes": 2},
@@ -78,8 +78,8 @@ def main() -> None:
         tokens = torch.randint(0, cfg.model.vocab_size, (batch, length + 1), generator=gen)
         tokens, labels = tokens[:, :-1], tokens[:, 1:]
         passes = model(tokens[:1, :2], jacobi=3).pass_slots
-        flops = batch * training_flops(DecoderShape.of(cfg.model), cfg.ponder.method, cfg.ponder.k,
-                                       passes, length, cfg.ponder.grad_passes)
+        flops = batch * model.method.training_flops(DecoderShape.of(cfg.model), cfg.ponder.k,
+                                                    passes, length, cfg.ponder.grad_passes)
         measured = [saved_bytes(model, tokens, labels) for _ in range(args.repeats)]
         results[name] = {"passes": passes, "training_flops_per_step": flops,
                          "saved_mib": measured[0][0] / 2**20,

@@ -31,7 +31,7 @@ from megatron_ponder.inference.checkpoint_io import load_model  # noqa: E402
 from megatron_ponder.inference.decoding import SlotDecoder  # noqa: E402
 from megatron_ponder.inference.kv_cache import SlotKVCache  # noqa: E402
 from megatron_ponder.model import build_model  # noqa: E402
-from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token  # noqa: E402
+from megatron_ponder.ponder.flops import DecoderShape  # noqa: E402
 
 PROMPT = ("The tutorial introduces the reader informally to the basic concepts and features of "
           "the language and system. It helps to have an interpreter handy")
@@ -50,7 +50,7 @@ def sibling(model, cfg, method: str):
 def decode_once(model, prompt: list[int], new_tokens: int, tau: float, batch: int):
     """(seconds of the token-by-token phase, latent steps per decoded token, cache slots)."""
     engine = SlotDecoder(model, tau)
-    cache = SlotKVCache(batch, (len(prompt) + new_tokens) * (engine.latent_steps + 1))
+    cache = SlotKVCache(batch, (len(prompt) + new_tokens) * engine.slots_per_token)
     logits = []
     for row in range(batch):
         row_logits, _ = engine.prefill(cache, row, torch.tensor(prompt))
@@ -72,8 +72,8 @@ def decode_flops(shape, method, k, prompt_steps, decode_steps) -> float:
     so (whole sequence total) - (prompt total) is exactly the decoded tokens' total."""
     full = torch.cat([prompt_steps, decode_steps], dim=1)
     n_prompt, n_full = prompt_steps.shape[1], full.shape[1]
-    total = inference_flops_per_token(shape, method, k, n_full, full) * n_full
-    total -= inference_flops_per_token(shape, method, k, n_prompt, prompt_steps) * n_prompt
+    total = method.inference_flops_per_token(shape, k, n_full, full) * n_full
+    total -= method.inference_flops_per_token(shape, k, n_prompt, prompt_steps) * n_prompt
     return total / (n_full - n_prompt)
 
 
@@ -95,6 +95,7 @@ def main() -> None:
     runs = [("vanilla", models["vanilla"], cfg.ponder.tau), ("ponderlm2", models["ponderlm2"], cfg.ponder.tau)]
     runs += [(f"ponderlm3@tau={t:g}", ponder, t) for t in args.taus]
     shape, k = DecoderShape.of(cfg.model), cfg.ponder.k
+    adaptive = {name for name, model, _ in runs if model.method.uses_router}
     times = {name: [] for name, _, _ in runs}
     results = {}
     with torch.no_grad():
@@ -105,17 +106,16 @@ def main() -> None:
                 seconds, steps, cache = decode_once(model, prompt, args.new_tokens, tau, args.batch)
                 times[name].append(seconds)
                 if name not in results:
-                    method = name.split("@")[0]
                     engine = SlotDecoder(model, tau)
-                    scratch = SlotKVCache(1, len(prompt) * (engine.latent_steps + 1))
+                    scratch = SlotKVCache(1, len(prompt) * engine.slots_per_token)
                     _, prompt_steps = engine.prefill(scratch, 0, torch.tensor(prompt))
                     processed = len(prompt) + args.new_tokens
                     results[name] = {
-                        "tau": tau if method == "ponderlm3" else None,
-                        "mean_latent_steps": steps.float().mean().item(),
+                        "tau": tau if name in adaptive else None,
+                        "executed_steps": steps.float().mean().item(),
                         "kv_entries_per_token": cache.lengths.float().mean().item() / processed,
                         "decode_flops_per_token": decode_flops(
-                            shape, method, k, prompt_steps[None].expand(args.batch, -1), steps),
+                            shape, model.method, k, prompt_steps[None].expand(args.batch, -1), steps),
                     }
     base = results["ponderlm2"]
     for name, row in results.items():
@@ -126,11 +126,11 @@ def main() -> None:
     print(f"{'model':>20} {'tokens/s':>9} {'steps':>6} {'KV/token':>9} {'FLOPs/token':>12} "
           f"{'FLOPs saving':>13} {'time saving':>12}")
     for name, r in results.items():
-        print(f"{name:>20} {r['tokens_per_s']:>9.1f} {r['mean_latent_steps']:>6.2f} "
+        print(f"{name:>20} {r['tokens_per_s']:>9.1f} {r['executed_steps']:>6.2f} "
               f"{r['kv_entries_per_token']:>9.2f} {r['decode_flops_per_token']:>12.4g} "
               f"{r['flops_saving']:>12.1%} {r['wallclock_saving']:>11.1%}")
-    judged = [r for n, r in results.items() if n.startswith("ponderlm3") and r["flops_saving"] >= 0.05]
-    headline = max((r for n, r in results.items() if n.startswith("ponderlm3")),
+    judged = [r for n, r in results.items() if n in adaptive and r["flops_saving"] >= 0.05]
+    headline = max((r for n, r in results.items() if n in adaptive),
                    key=lambda r: r["flops_saving"])
     print(json.dumps({
         "bench": "decode", "checkpoint": args.checkpoint, "k": k, "batch": args.batch,

@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--seq-length", type=int, default=64, help="data.seq_length")
     parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--methods", default="ponderlm3,vanilla")
+    parser.add_argument("--bubble-method", default="ponderlm3",
+                        help="the method whose pipeline bubble (pp2) is measured and simulated")
     parser.add_argument("--rtol", type=float, default=1e-4,
                         help="largest relative loss difference to a single process (float32)")
     args = parser.parse_args()
@@ -147,7 +149,7 @@ def main() -> None:
                 matches &= diff <= args.rtol
                 print(f"  max relative loss difference {diff:.2e}, median step "
                       f"{median_step_s(metrics):.3f} s (single {median_step_s(single):.3f} s)", flush=True)
-                if layout == "pp2" and method == "ponderlm3":
+                if layout == "pp2" and method == args.bubble_method:
                     cfg = load_config(RECIPE, [*overrides, *LAYOUTS[layout]])
                     result["bubble_fraction_measured"] = statistics.mean(
                         r["pipeline_bubble"] for s, r in metrics.items() if s > 1)

@@ -54,11 +54,12 @@ def summary(cfg) -> None:
     print(f"validation perplexity      {final['ppl']:.2f} (loss {final['loss']:.3f})")
     print(f"expected pondering steps   {final['expected_steps']:.2f} of K={cfg.ponder.k} per token")
     print(f"pruned at tau={cfg.ponder.tau:g}        {final['pruned_share']:.1%} of latent slots")
-    from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
+    from megatron_ponder.ponder.flops import DecoderShape
+    from megatron_ponder.ponder.registry import VANILLA, get_method
 
     shape, length = DecoderShape.of(cfg.model), cfg.data.seq_length
-    ponderlm2 = (inference_flops_per_token(shape, "ponderlm2", cfg.ponder.k, length)
-                 / inference_flops_per_token(shape, "vanilla", 0, length))
+    ponderlm2 = (get_method("ponderlm2").inference_flops_per_token(shape, cfg.ponder.k, length)
+                 / VANILLA.inference_flops_per_token(shape, 0, length))
     print(f"inference FLOPs per token  {final['inference_flops_vs_vanilla']:.2f}x a vanilla model "
           f"of the same size (PonderLM-2, every slot kept: {ponderlm2:.2f}x)")
     print(f"checkpoints                {ckpt}")

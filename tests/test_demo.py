@@ -27,13 +27,14 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert all(0 < r["mfu"] < 1 and r["tokens_per_s"] > 0 for r in train)
     # Between vanilla (every latent slot pruned) and PonderLM-2 (every slot kept), plus the router.
     from megatron_ponder.config import load_config
-    from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
+    from megatron_ponder.ponder.flops import DecoderShape
+    from megatron_ponder.ponder.registry import get_method
 
     cfg = load_config(ROOT / "recipes" / "demo_cpu.yaml", ["model.vocab_size=512"])
     shape, length = DecoderShape.of(cfg.model), cfg.data.seq_length
-    vanilla = inference_flops_per_token(shape, "vanilla", 0, length)
+    vanilla = get_method("vanilla").inference_flops_per_token(shape, 0, length)
     router = 2 * shape.hidden * 3
-    most = (inference_flops_per_token(shape, "ponderlm2", 2, length) + router) / vanilla
+    most = (get_method("ponderlm2").inference_flops_per_token(shape, 2, length) + router) / vanilla
     assert 1.0 <= final["inference_flops_vs_vanilla"] <= most * (1 + 1e-9)
     assert abs(final["ppl"] - 2.718281828 ** final["loss"]) < 1e-6 * final["ppl"]
     assert (out / "checkpoints" / "step_0000004" / "metadata.json").is_file()

@@ -16,7 +16,8 @@ import torch
 
 from factories import tiny_config
 from megatron_ponder.config import load_config
-from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token, training_flops
+from megatron_ponder.ponder.flops import DecoderShape
+from megatron_ponder.ponder.registry import get_method
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 # recipes/sweeps/ holds sweep files (a grid of recipes): tests/sweeps/test_sweep_spec.py.
@@ -167,19 +168,19 @@ def test_flops(size, record_property):
     hand = hand_figures(size)
     schedule = [1, 2, 3, 4, 4, 4, 4]
     train = {
-        "vanilla": training_flops(shape, "vanilla", K, [1], SEQ),
-        "ponderlm2": training_flops(shape, "ponderlm2", K, schedule, SEQ),
-        "ponderlm3": training_flops(shape, "ponderlm3", K, schedule, SEQ),
+        "vanilla": get_method("vanilla").training_flops(shape, K, [1], SEQ),
+        "ponderlm2": get_method("ponderlm2").training_flops(shape, K, schedule, SEQ),
+        "ponderlm3": get_method("ponderlm3").training_flops(shape, K, schedule, SEQ),
     }
     for method, value in train.items():
         assert value == hand[f"train_{method}"]
     # All figures are integers below 2**53 and the mean divides by 2048: exact in float64.
-    vanilla = inference_flops_per_token(shape, "vanilla", K, SEQ)
-    ponderlm2 = inference_flops_per_token(shape, "ponderlm2", K, SEQ)
+    vanilla = get_method("vanilla").inference_flops_per_token(shape, K, SEQ)
+    ponderlm2 = get_method("ponderlm2").inference_flops_per_token(shape, K, SEQ)
     assert vanilla == hand["infer_vanilla"] and ponderlm2 == hand["infer_ponderlm2"]
     # PonderLM-3's range: from every step pruned to every step kept, plus the router.
-    none = inference_flops_per_token(shape, "ponderlm3", K, SEQ, torch.zeros(1, SEQ))
-    every = inference_flops_per_token(shape, "ponderlm3", K, SEQ, torch.full((1, SEQ), K))
+    none = get_method("ponderlm3").inference_flops_per_token(shape, K, SEQ, torch.zeros(1, SEQ))
+    every = get_method("ponderlm3").inference_flops_per_token(shape, K, SEQ, torch.full((1, SEQ), K))
     assert (none, every) == (vanilla + hand["router"], ponderlm2 + hand["router"])
 
     ratio = ponderlm2 / vanilla

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.budget import score_at_budgets
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.heldout import heldout_batches
-    from megatron_ponder.inference.ppl_sweep import format_table, sweep_taus
+    from megatron_ponder.inference.ppl_sweep import format_table, score_at_taus
     from megatron_ponder.run_layout import check_output_file
     from megatron_ponder.training.checkpoint import CheckpointError
 
@@ -95,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             taus = args.taus or [cfg.ponder.tau]
             with tqdm(total=len(batches) * len(taus), desc="scoring", file=sys.stderr) as bar:
-                rows = sweep_taus(model, batches, taus, args.jacobi, progress=bar)
+                rows = score_at_taus(model, batches, taus, args.jacobi, progress=bar)
     except (ConfigError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_table(rows, cfg.ponder.method))
+    print(format_table(rows, model))
     if args.output:
         write_json(Path(args.output), {"checkpoint": str(args.checkpoint), "method": cfg.ponder.method,
                                        "k": cfg.ponder.k, "split": args.split,

@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    kind = "LlamaForCausalLM" if cfg.ponder.method == "vanilla" else "PonderLMForCausalLM (trust_remote_code)"
+    from megatron_ponder.ponder.registry import get_method
+
+    plain = get_method(cfg.ponder.method).plain
+    kind = "LlamaForCausalLM" if plain else "PonderLMForCausalLM (trust_remote_code)"
     print(f"exported {cfg.ponder.method} (K={cfg.ponder.k}, tau={cfg.ponder.tau}) to {out} as {kind}")
     return 0
 

@@ -55,16 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.heldout import heldout_batches
     from megatron_ponder.inference.scoring import check_tau
-    from megatron_ponder.ponder.registry import USES_ROUTER
+    from megatron_ponder.ponder.registry import names_where
     from megatron_ponder.run_layout import check_output_dir
     from megatron_ponder.training.checkpoint import CheckpointError
 
     try:
         out = check_output_dir(args.output, "--output")  # before the load: fail fast
         model, cfg = load_model(args.checkpoint)
-        if cfg.ponder.method not in USES_ROUTER:
+        if not model.method.uses_router:
+            routed = " or ".join(names_where(lambda m: m.uses_router))
             raise ConfigError(f"ponder.method={cfg.ponder.method!r} gives every token the same "
-                              "steps; the analysis needs a ponderlm3 checkpoint")
+                              f"steps; the analysis needs a {routed} checkpoint")
         taus = [check_tau(t) for t in (args.taus or [cfg.ponder.tau])]
         if args.data_prefix:
             cfg.data.prefixes, cfg.data.weights = args.data_prefix, []

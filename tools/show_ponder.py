@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.decoding import check_prompts
     from megatron_ponder.inference.ponder_view import render_html, render_png
-    from megatron_ponder.inference.scoring import check_tau, hard_forward, kept_steps_of
+    from megatron_ponder.inference.scoring import hard_forward_at, kept_steps_of, resolve_tau
     from megatron_ponder.run_layout import check_output_file
     from megatron_ponder.training.checkpoint import CheckpointError
 
@@ -51,16 +51,17 @@ def main(argv: list[str] | None = None) -> int:
             check_output_file(out.with_name(out.name + suffix), "--output")
         text = args.text if args.text is not None else Path(args.text_file).read_text(encoding="utf-8")
         model, cfg = load_model(args.checkpoint)
-        if cfg.ponder.method != "ponderlm3":
+        if not model.method.uses_router:
             raise ConfigError(f"ponder.method={cfg.ponder.method!r} gives every token the same "
-                              f"steps; show_ponder needs a ponderlm3 checkpoint")
-        tau = check_tau(cfg.ponder.tau if args.tau is None else args.tau)
+                              f"steps; show_ponder needs a checkpoint of a method with a router "
+                              f"(ponderlm3)")
+        tau = resolve_tau(model, args.tau)  # checked here, once
         tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer)
         check_fits(tokenizer, cfg.model.vocab_size)
         ids = [tokenizer.eod_id] + tokenizer.encode(text)
         check_prompts([ids], 0, cfg)
         device = next(model.parameters()).device
-        steps = kept_steps_of(hard_forward(model, torch.tensor([ids], device=device), tau), tau)
+        steps = kept_steps_of(hard_forward_at(model, torch.tensor([ids], device=device), tau), tau)
     except (ConfigError, CheckpointError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Trainer checkpoint -> Hugging Face folder, and back (tools/export_hf.py, convert_checkpoint.py).
 
 The folder: config.json (PonderLMConfig with auto_map, or a plain LlamaConfig / Qwen2Config
-(QKV biases) for vanilla;
+(QKV biases) for a method that adds nothing to the decoder, vanilla;
 the project config rides along as `megatron_ponder_config` for an exact import), the
 weights as model.safetensors, modeling_ponder.py (this package's standalone file) and the
 sentencepiece tokenizer converted to a transformers tokenizer. Written into DIR.tmp and
@@ -20,9 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from megatron_ponder.config import Config, ConfigError, config_from_dict, config_to_dict
 from megatron_ponder.export import hf_weights
+from megatron_ponder.ponder.registry import get_method, names_where
 from megatron_ponder.run_layout import EXPORT_WEIGHTS, check_export_output
-
-EXPORTABLE = ("vanilla", "pause", "ponderlm2", "ponderlm3")
 MODELING_FILE = Path(__file__).with_name("modeling_ponder.py")
 WEIGHTS = EXPORT_WEIGHTS  # what marks a folder as an export (run_layout.is_export)
 
@@ -59,7 +58,7 @@ def _plain_config(cfg: Config, eod_id: int):
 def hf_config(cfg: Config, eod_id: int):
     """The transformers config object for `cfg` (Llama / Qwen2 for vanilla, PonderLMConfig
     otherwise)."""
-    if cfg.ponder.method == "vanilla":
+    if get_method(cfg.ponder.method).plain:
         return _plain_config(cfg, eod_id)
     from megatron_ponder.export.modeling_ponder import PonderLMConfig
 
@@ -97,9 +96,11 @@ def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Pa
     more config.json fields (the FLOPs budget ponder_tau was calibrated to)."""
     from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 
-    if cfg.ponder.method not in EXPORTABLE:
+    method = get_method(cfg.ponder.method)
+    if not method.decodes_with_slot_cache:
+        exportable = names_where(lambda m: m.decodes_with_slot_cache)
         raise ConfigError(f"ponder.method={cfg.ponder.method!r} cannot be exported: it needs a KV "
-                          f"cache per pass; exportable methods: {', '.join(EXPORTABLE)}")
+                          f"cache per pass; exportable methods: {', '.join(exportable)}")
     out_dir = check_export_output(out_dir, force)  # never a run, --force only an export
     sp = Tokenizer.load(tokenizer_model)
     check_fits(sp, cfg.model.vocab_size)
@@ -111,7 +112,7 @@ def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Pa
     config = hf_config(cfg, sp.eod_id)
     config.update(extra_config or {})
     config.save_pretrained(tmp)
-    if cfg.ponder.method != "vanilla":
+    if not method.plain:
         shutil.copy(MODELING_FILE, tmp / MODELING_FILE.name)
     convert_tokenizer(sp.path, tmp)
     if out_dir.exists():

@@ -5,7 +5,7 @@ and one value head. Concatenating the query parts over groups gives heads in HF 
 HF's GQA maps query head h to kv head h // (heads / groups), as megatron does. The SwiGLU
 fc1 weight is [gate; up]; a QKV bias (Qwen2) splits like the weight's rows. Embeddings are
 stored unscaled (the model's embedding scale is the config's embedding_scale), except for
-`vanilla`, exported as a plain LlamaForCausalLM / Qwen2ForCausalLM, which have no embedding
+a method that adds nothing to the decoder (vanilla), exported as a plain LlamaForCausalLM / Qwen2ForCausalLM, which have no embedding
 multiplier: there the scale is folded into the weights (bitwise when it is 1, as for
 imported Llama-family checkpoints).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from megatron_ponder.config import Config
+from megatron_ponder.ponder.registry import get_method
 
 _PREFIX = "decoder.decoder.layers."
 _LAYER = {
@@ -39,7 +40,7 @@ _TOP = {
 
 def _folded_scale(cfg: Config) -> float:
     """The factor the exported embedding carries: plain Llama/Qwen2 have no multiplier."""
-    return cfg.model.embed_scale if cfg.ponder.method == "vanilla" else 1.0
+    return cfg.model.embed_scale if get_method(cfg.ponder.method).plain else 1.0
 
 
 def _qkv_split(cfg: Config) -> tuple[int, int, int]:

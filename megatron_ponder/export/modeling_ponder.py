@@ -25,7 +25,28 @@ from torch import nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-METHODS = ("vanilla", "pause", "ponderlm2", "ponderlm3")
+
+class MethodFacts:
+    """What a method is, as far as this file needs it: a copy of the method registry of
+    megatron_ponder.ponder (this file must load without the package);
+    tests/export/test_method_copy.py keeps the two equal."""
+
+    def __init__(self, uses_router=False, uses_pause=False, uses_jacobi=False, plain=False):
+        self.uses_router, self.uses_pause, self.uses_jacobi = uses_router, uses_pause, uses_jacobi
+        self.plain = plain  # one slot per token, nothing of its own
+
+    def latent_steps(self, k):
+        return 0 if self.plain else k
+
+
+# The methods that decode with one slot KV cache.
+METHODS = {
+    "vanilla": MethodFacts(plain=True),
+    "pause": MethodFacts(uses_pause=True),
+    "ponderlm2": MethodFacts(uses_jacobi=True),
+    "ponderlm3": MethodFacts(uses_router=True, uses_jacobi=True),
+}
+
 _CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
@@ -59,6 +80,10 @@ class PonderLMConfig(PretrainedConfig):
         self.ponder_router = ponder_router
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
+
+    @property
+    def method(self) -> MethodFacts:
+        return METHODS[self.ponder_method]
 
     def check(self):
         if self.ponder_method not in METHODS:
@@ -271,11 +296,11 @@ class PonderLMModel(PonderLMPreTrainedModel):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         k = cfg.ponder_k
-        if cfg.ponder_method == "ponderlm3":
+        if cfg.method.uses_router:
             self.router = (nn.Linear(cfg.hidden_size, k + 1) if cfg.ponder_router == "linear" else
                            nn.Sequential(nn.Linear(cfg.hidden_size, cfg.hidden_size), nn.SiLU(),
                                          nn.Linear(cfg.hidden_size, k + 1)))
-        if cfg.ponder_method == "pause":
+        if cfg.method.uses_pause:
             self.pause_embedding = nn.Parameter(torch.zeros(cfg.hidden_size))
         self.post_init()
 
@@ -318,13 +343,13 @@ class PonderLMForCausalLM(PonderLMPreTrainedModel, GenerationMixin):
     # ---------------------------------------------------------------- parallel forward
 
     def _latent_steps(self):
-        return 0 if self.config.ponder_method == "vanilla" else self.config.ponder_k
+        return self.config.method.latent_steps(self.config.ponder_k)
 
     def parallel_forward(self, input_ids):
         """Hard-pruned parallel forward: (logits [B, L, V], last pass's CausalAttend,
         slots per token in that pass, log w [B, L, K+1] or None)."""
         cfg, m = self.config, self.model
-        method, k = cfg.ponder_method, cfg.ponder_k
+        method, k = cfg.method, cfg.ponder_k
         batch, length = input_ids.shape
         emb = m.embed(input_ids)
         positions = torch.arange(length, device=input_ids.device)
@@ -341,14 +366,14 @@ class PonderLMForCausalLM(PonderLMPreTrainedModel, GenerationMixin):
             state["record"], state["n"] = record, n
             return list(out)
 
-        if method in ("vanilla", "pause"):
+        if not method.uses_jacobi:  # one pass: the tokens (and Pause's pause slots)
             # Only Pause owns a pause embedding: vanilla must not touch it.
             pause = ([(m.pause_embedding * cfg.embedding_scale).to(emb.dtype).expand_as(emb)] * k
-                     if method == "pause" else [])
+                     if method.uses_pause else [])
             outputs = run_pass([emb] + pause)
             return self.lm_head(outputs[-1]), state["record"], state["n"], None
 
-        adaptive = method == "ponderlm3"
+        adaptive = method.uses_router
 
         def latent_pass(latent):
             n = len(latent) + 1
@@ -390,7 +415,7 @@ class PonderLMForCausalLM(PonderLMPreTrainedModel, GenerationMixin):
         zero = torch.zeros(b, device=token_ids.device)
         outputs = [self._slot(cache, rows, m.embed(token_ids[:, None]), pos, zero)]
         kept = torch.full((b,), self._latent_steps(), device=token_ids.device)
-        if cfg.ponder_method == "ponderlm3":
+        if cfg.method.uses_router:
             log_s, log_w = log_tail_probs(m.router(outputs[0]))  # [b, 1, K+1]
             bias = hard_log_w(log_w, cfg.ponder_tau, cfg.ponder_max_steps)[:, 0]
             kept = bias[:, 1:].isfinite().sum(-1)
@@ -400,13 +425,13 @@ class PonderLMForCausalLM(PonderLMPreTrainedModel, GenerationMixin):
                 break
             prev = outputs[-1]
             inputs = ((m.pause_embedding * cfg.embedding_scale).to(prev.dtype).expand_as(prev)
-                      if cfg.ponder_method == "pause" else prev)
-            slot_bias = bias[:, step] if cfg.ponder_method == "ponderlm3" else zero
+                      if cfg.method.uses_pause else prev)
+            slot_bias = bias[:, step] if cfg.method.uses_router else zero
             hidden = torch.zeros_like(prev)
             hidden[active] = self._slot(cache, rows[active], inputs[active], pos[active],
                                         slot_bias[active])
             outputs.append(hidden)
-        if cfg.ponder_method == "ponderlm3":
+        if cfg.method.uses_router:
             weights = log_s[:, 0].exp()
             fused = sum(weights[:, j, None] * (kept >= j)[:, None] * outputs[j][:, 0]
                         for j in range(len(outputs)))

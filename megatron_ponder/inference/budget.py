@@ -19,8 +19,8 @@ import torch
 
 from megatron_ponder.config import ConfigError
 from megatron_ponder.inference.budget_args import RELATIVE_TO
-from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
-from megatron_ponder.ponder.registry import USES_ROUTER
+from megatron_ponder.ponder.flops import DecoderShape
+from megatron_ponder.ponder.registry import names_where
 
 # The bisection's range: below 1e-12 no step of a float32 router is worth keeping apart,
 # and 1 - 1e-6 keeps only the steps the router is certain of (the fewest it can).
@@ -52,13 +52,13 @@ class Calibration:
 
 def _score_at_taus(model, batches: list[dict], taus: list[float], jacobi: int | None) -> list[dict]:
     """The one call into the hard-rule scoring: rows of loss, ppl, steps and FLOPs per tau."""
-    from megatron_ponder.inference.ppl_sweep import sweep_taus
+    from megatron_ponder.inference.ppl_sweep import score_at_taus
 
-    return sweep_taus(model, batches, taus, jacobi)
+    return score_at_taus(model, batches, taus, jacobi)
 
 
 def _flops(row: dict) -> float:
-    return row["inference_flops_per_token"]
+    return row["flops_per_token"]
 
 
 def flops_ratio(model, batches: list[dict], tau: float, jacobi: int | None = None) -> float:
@@ -73,15 +73,16 @@ def all_kept_flops(model, batches: list[dict]) -> float:
     total = 0.0
     for batch in batches:
         full = torch.full(batch["tokens"].shape, cfg.ponder.k)
-        total += inference_flops_per_token(shape, cfg.ponder.method, cfg.ponder.k,
-                                           batch["tokens"].shape[1], full)
+        total += model.method.inference_flops_per_token(shape, cfg.ponder.k,
+                                                        batch["tokens"].shape[1], full)
     return total / len(batches)
 
 
 def check_budget(model, budget: float) -> None:
     """BudgetError unless `model` routes and `budget` is a number > 0."""
-    if model.cfg.ponder.method not in USES_ROUTER:
-        raise BudgetError(f"--flops-budget needs a model with a router (ponderlm3); "
+    if not model.method.uses_router:
+        routed = ", ".join(names_where(lambda m: m.uses_router))
+        raise BudgetError(f"--flops-budget needs a model with a router ({routed}); "
                           f"ponder.method={model.cfg.ponder.method!r} has fixed compute")
     if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
         raise BudgetError(f"flops budget {budget!r} is invalid: must be a number > 0 "
@@ -154,7 +155,7 @@ def calibrate_tau(model, batches: list[dict], budget: float, jacobi: int | None 
 def score_at_budgets(model, calibration_batches: list[dict], batches: list[dict],
                      budgets: list[float], jacobi: int | None = None) -> list[dict]:
     """One row per budget: tau calibrated on calibration_batches, then scored on batches (the
-    rows of inference.ppl_sweep.sweep_taus) with flops_budget, flops_vs_all_kept (achieved
+    rows of inference.ppl_sweep.score_at_taus) with flops_budget, flops_vs_all_kept (achieved
     on batches) and the calibration. BudgetError for a budget out of reach."""
     for budget in budgets:
         check_budget(model, budget)

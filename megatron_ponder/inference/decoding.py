@@ -1,10 +1,11 @@
 """Generation with the hard rule and the slot KV cache (method.md section 5).
 
-Prefill: each prompt runs the training-style parallel forward with the hard mask (the
-Jacobi solve), and the final pass's kept slots enter the cache. Decoding: token by token;
-slot (t, 0) runs, the router decides K_hat_t = max{k : w_{t,k} >= tau} up front, and only
-slots 1..K_hat_t run, each appending its K/V and log w_{t,k}. Rows of a batch keep
-different numbers of slots; a latent step runs only for the rows that kept it.
+Prefill: each prompt runs the model's pass program with the hard mask (the Jacobi solve),
+and the final pass's kept slots enter the cache. Decoding: token by token; slot (t, 0) runs,
+then the method's plan decides the latent slots up front (PonderLM-3's router: K_hat_t =
+max{k : w_{t,k} >= tau}), and only slots 1..K_hat_t run, each appending its K/V and key bias.
+Rows of a batch keep different numbers of slots; a latent step runs only for the rows that
+kept it.
 """
 
 from __future__ import annotations
@@ -17,13 +18,9 @@ from megatron.core.tensor_parallel.mappings import gather_from_tensor_model_para
 from megatron_ponder.config import ConfigError
 from megatron_ponder.inference.kv_cache import RecordedPass, SlotKVCache
 from megatron_ponder.inference.sampling import Sampling, next_tokens
-from megatron_ponder.inference.scoring import check_tau
-from megatron_ponder.ponder.registry import method_forward
-from megatron_ponder.ponder.router import hard_rule_keeps, log_tail_probs
-
-# Loop and PonderLM-1 re-run the whole stack over the context per pass: they would need
-# one cache per pass, which no experiment here asks for.
-DECODABLE = ("vanilla", "pause", "ponderlm2", "ponderlm3")
+from megatron_ponder.inference.scoring import resolve_tau
+from megatron_ponder.ponder.program import run_locally
+from megatron_ponder.ponder.registry import names_where
 
 
 @dataclass
@@ -53,14 +50,16 @@ class SlotDecoder:
     """Prefill and token-by-token decoding of one PonderLM (eval mode, no autograd)."""
 
     def __init__(self, model, tau: float | None = None, jacobi: int | None = None):
-        p = model.cfg.ponder
-        if p.method not in DECODABLE:
+        p, method = model.cfg.ponder, model.method
+        if not method.decodes_with_slot_cache:
+            decodable = names_where(lambda m: m.decodes_with_slot_cache)
             raise ConfigError(f"ponder.method={p.method!r} cannot be decoded with a KV cache; "
-                              f"decodable methods: {', '.join(DECODABLE)}")
-        self.model, self.decoder, self.method = model, model.decoder, p.method
-        self.tau = check_tau(p.tau if tau is None else tau)
+                              f"decodable methods: {', '.join(decodable)}")
+        self.model, self.decoder, self.method, self.k = model, model.decoder, method, p.k
+        self.tau = resolve_tau(model, tau)
         self.jacobi = p.jacobi_eval if jacobi is None else jacobi
-        self.latent_steps = 0 if p.method == "vanilla" else p.k
+        self.latent_steps = method.latent_steps(p.k)
+        self.slots_per_token = method.slots_per_token(p.k)
 
     def _full_vocab(self, logits: torch.Tensor) -> torch.Tensor:
         return gather_from_tensor_model_parallel_region(logits).float()
@@ -68,9 +67,8 @@ class SlotDecoder:
     def prefill(self, cache: SlotKVCache, row: int, prompt: torch.Tensor):
         """prompt [L] -> (next-token logits [V], latent steps per prompt token [L])."""
         recorder = _RecordingBackbone(self.decoder)
-        p = self.model.cfg.ponder
-        out = method_forward(self.method, recorder, prompt[None], k=p.k, jacobi=self.jacobi,
-                             latent_init=p.latent_init, hard_tau=self.tau)
+        out = run_locally(self.model.program(prompt[None], jacobi=self.jacobi,
+                                             hard_tau=self.tau, backbone=recorder))
         cache.insert(row, recorder.last)
         kept = recorder.last.kept_slots().view(len(prompt), -1).sum(-1) - 1
         return self._full_vocab(out.logits[-1, 0]), kept
@@ -88,29 +86,19 @@ class SlotDecoder:
         pos = positions[None]
         zero = torch.zeros(b, device=token_ids.device)
         outputs = [self._slot(cache, rows, d.embed(token_ids[:, None]), pos, zero)]
-        kept = torch.full((b,), self.latent_steps, device=token_ids.device)
-        if self.method == "ponderlm3":
-            log_s, log_w = log_tail_probs(d.route(outputs[0]))  # [1, b, K+1]
-            kept = hard_rule_keeps(log_w, self.tau).sum(-1)[0]
+        plan = self.method.decode_plan(d, outputs[0], self.k, self.tau)
         for step in range(1, self.latent_steps + 1):
-            active = kept >= step
+            active = plan.kept >= step
             if not active.any():
                 break
             prev = outputs[-1]
-            inputs = d.pause_inputs(prev) if self.method == "pause" else prev
-            bias = log_w[0, :, step] if self.method == "ponderlm3" else zero
+            inputs = self.method.latent_input(d, prev)
+            bias = plan.slot_bias(step, zero)
             hidden = torch.zeros_like(prev)
             hidden[:, active] = self._slot(cache, rows[active], inputs[:, active],
                                            pos[:, active], bias[active])
             outputs.append(hidden)
-        if self.method == "ponderlm3":
-            # Fusion over the kept steps only, no renormalisation (dropped mass < tau).
-            weights = log_s[0].exp()
-            fused = sum(weights[:, j, None] * (kept >= j)[:, None] * outputs[j][0]
-                        for j in range(len(outputs)))
-        else:
-            fused = outputs[-1][0]
-        return self._full_vocab(d.lm_logits(fused[None])[0]), kept
+        return self._full_vocab(d.lm_logits(plan.fuse(outputs)[None])[0]), plan.kept
 
 
 def check_prompts(prompts: list[list[int]], max_new_tokens: int, cfg) -> None:
@@ -144,7 +132,7 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int,
     try:
         device = next(model.parameters()).device
         longest = max(len(p) for p in prompts) + max_new_tokens
-        cache = SlotKVCache(len(prompts), longest * (engine.latent_steps + 1), device)
+        cache = SlotKVCache(len(prompts), longest * engine.slots_per_token, device)
         logits, steps = [], []
         for row, prompt in enumerate(prompts):
             row_logits, kept = engine.prefill(cache, row, torch.tensor(prompt, device=device))

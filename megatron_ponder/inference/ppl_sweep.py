@@ -1,61 +1,70 @@
-"""Perplexity and inference FLOPs per token at several taus on the same batches.
+"""Score at tau: perplexity, latent steps and inference FLOPs per token of one model on the
+same batches, at each tau given (tools/eval_ppl.py, the sweeps' records).
 
 tau is the inference-time compute knob (method.md section 5): one trained PonderLM-3 traces
 a quality-vs-FLOPs curve without retraining. Methods without a router give the same numbers
-at every tau.
+at every tau. Result keys (also the sweep records'): tau, loss, ppl, tokens, executed_steps
+(latent steps per token the hard rule ran; K for the fixed-step methods), flops_per_token
+(inference, method.md section 6) and flops_vs_vanilla (against a vanilla model of the same
+size on the same batches).
 """
 
 from __future__ import annotations
 
 import math
 
-from megatron_ponder.inference.scoring import check_tau, score_hard
-from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
+import torch
+
+from megatron_ponder.inference.scoring import check_tau, score_hard_at
+from megatron_ponder.ponder.flops import DecoderShape
+from megatron_ponder.ponder.registry import VANILLA
 
 
-def sweep_taus(model, batches: list[dict], taus: list[float], jacobi: int | None = None,
-               progress=None) -> list[dict]:
-    """One row per tau: loss, ppl, mean latent steps, inference FLOPs per token (and their
-    ratio to a vanilla model of the same size)."""
-    for tau in taus:
-        check_tau(tau)
-    cfg = model.cfg
+def score_at_taus(model, batches: list[dict], taus: list[float | None],
+                  jacobi: int | None = None, progress=None) -> list[dict]:
+    """One row of hard-rule scores per tau over batches ({tokens, labels, loss_mask}); every
+    tau is checked before any scoring. tau None: the config's, reported as None (for methods
+    whose compute tau does not change)."""
+    checked = [None if tau is None else check_tau(tau) for tau in taus]
+    return [_score_at(model, batches, tau, model.cfg.ponder.tau if tau is None else tau,
+                      jacobi, progress) for tau in checked]
+
+
+def _score_at(model, batches, tau, hard_tau, jacobi, progress) -> dict:
+    cfg, method = model.cfg, model.method
     shape = DecoderShape.of(cfg.model)
     device = next(model.parameters()).device
-    rows = []
-    for tau in taus:
-        nll = tokens = flops = vanilla = steps = positions = 0.0
-        for batch in batches:
-            tokens_b, labels, mask = (batch[k].to(device) for k in ("tokens", "labels", "loss_mask"))
-            score = score_hard(model, tokens_b, labels, mask, tau=tau, jacobi=jacobi)
-            nll += score.nll_sum
-            tokens += score.num_tokens
-            length = tokens_b.shape[1]
-            flops += inference_flops_per_token(shape, cfg.ponder.method, cfg.ponder.k, length,
-                                               score.kept_steps)
-            vanilla += inference_flops_per_token(shape, "vanilla", 0, length)
-            if score.kept_steps is not None:
-                steps += score.kept_steps.float().sum().item()
-                positions += score.kept_steps.numel()
-            if progress is not None:
-                progress.update(1)
-        loss = nll / max(tokens, 1)
-        fixed = {"vanilla": 0, "ponderlm2": cfg.ponder.k, "pause": cfg.ponder.k}
-        rows.append({
-            "tau": tau, "loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens),
-            "mean_latent_steps": steps / positions if positions else fixed.get(cfg.ponder.method),
-            "inference_flops_per_token": flops / len(batches),
-            "inference_flops_vs_vanilla": flops / vanilla,
-        })
-    return rows
+    nll = tokens = flops = vanilla = positions = 0.0
+    kept = []
+    for batch in batches:
+        tokens_b, labels, mask = (batch[k].to(device) for k in ("tokens", "labels", "loss_mask"))
+        score = score_hard_at(model, tokens_b, labels, mask, hard_tau, jacobi)
+        nll += score.nll_sum
+        tokens += score.num_tokens
+        kept_b = None if score.kept_steps is None else score.kept_steps.cpu()
+        # Means per token over every position of every batch.
+        n, length = tokens_b.numel(), tokens_b.shape[1]
+        flops += n * method.inference_flops_per_token(shape, cfg.ponder.k, length, kept_b)
+        vanilla += n * VANILLA.inference_flops_per_token(shape, 0, length)
+        positions += n
+        if kept_b is not None:
+            kept.append(kept_b.flatten())
+        if progress is not None:
+            progress.update(1)
+    loss = nll / max(tokens, 1)
+    return {
+        "tau": tau, "loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens),
+        "executed_steps": method.executed_steps(cfg.ponder.k, torch.cat(kept) if kept else None),
+        "flops_per_token": flops / positions, "flops_vs_vanilla": flops / vanilla,
+    }
 
 
-def format_table(rows: list[dict], method: str) -> str:
+def format_table(rows: list[dict], model) -> str:
     lines = [f"{'tau':>10} {'ppl':>10} {'loss':>8} {'steps':>6} {'FLOPs/token':>13} {'vs vanilla':>10}"]
     for r in rows:
-        steps = "-" if r["mean_latent_steps"] is None else f"{r['mean_latent_steps']:.3f}"
-        lines.append(f"{r['tau']:>10.3g} {r['ppl']:>10.4f} {r['loss']:>8.4f} {steps:>6} "
-                     f"{r['inference_flops_per_token']:>13.4g} {r['inference_flops_vs_vanilla']:>9.3f}x")
-    if method != "ponderlm3":
-        lines.append(f"({method} has no router: tau does not change its compute)")
+        lines.append(f"{r['tau']:>10.3g} {r['ppl']:>10.4f} {r['loss']:>8.4f} "
+                     f"{r['executed_steps']:>6.3f} {r['flops_per_token']:>13.4g} "
+                     f"{r['flops_vs_vanilla']:>9.3f}x")
+    if not model.method.uses_router:
+        lines.append(f"({model.cfg.ponder.method} has no router: tau does not change its compute)")
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 The training-style parallel forward, but latent slots whose tail probability w falls
 below tau get key bias -inf and are left out of the fusion: what a decoder with a pruned
 KV cache computes, at the Jacobi fixed point. Inference FLOPs per token then follow from
-`kept_steps` through `ponder.flops.inference_flops_per_token`.
+`kept_steps` through the method's `inference_flops_per_token` (ponder/method.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 
 from megatron_ponder.config import ConfigError
 from megatron_ponder.ponder.output import PonderOutput
-from megatron_ponder.ponder.registry import USES_ROUTER
 from megatron_ponder.ponder.router import hard_rule_keeps
 
 
@@ -53,25 +52,38 @@ def kept_steps_of(output: PonderOutput, tau: float) -> torch.Tensor | None:
     return hard_rule_keeps(output.log_w, tau).sum(-1).transpose(0, 1)
 
 
+def resolve_tau(model, tau: float | None) -> float:
+    """The caller's tau, checked, or the config's (checked with the config)."""
+    return model.cfg.ponder.tau if tau is None else check_tau(tau)
+
+
 def hard_forward(model, tokens: torch.Tensor, tau: float | None = None,
                  jacobi: int | None = None) -> PonderOutput:
     """tokens [B, L] -> the hard-pruned PonderOutput (logits [L, B, V_local]); eval mode,
     no autograd, J = ponder.jacobi_eval unless given. Methods without a router run their
     ordinary eval forward."""
-    tau = check_tau(model.cfg.ponder.tau if tau is None else tau)
-    hard_tau = tau if model.cfg.ponder.method in USES_ROUTER else None
-    with _eval_mode(model):
-        return model(tokens, jacobi=jacobi, hard_tau=hard_tau)
+    return hard_forward_at(model, tokens, resolve_tau(model, tau), jacobi)
+
+
+def hard_forward_at(model, tokens, tau: float, jacobi: int | None = None) -> PonderOutput:
+    """hard_forward at a tau the caller has already checked."""
+    with _eval_mode(model):  # methods without a router ignore hard_tau
+        return model(tokens, jacobi=jacobi, hard_tau=tau)
 
 
 def score_hard(model, tokens: torch.Tensor, labels: torch.Tensor,
                loss_mask: torch.Tensor | None = None, tau: float | None = None,
                jacobi: int | None = None) -> HardScore:
     """Sum of next-token NLL over loss_mask (labels [B, L]) under the hard rule."""
-    tau = check_tau(model.cfg.ponder.tau if tau is None else tau)
+    return score_hard_at(model, tokens, labels, loss_mask, resolve_tau(model, tau), jacobi)
+
+
+def score_hard_at(model, tokens, labels, loss_mask, tau: float,
+                  jacobi: int | None = None) -> HardScore:
+    """score_hard at a tau the caller has already checked."""
     if loss_mask is None:
         loss_mask = torch.ones_like(labels, dtype=torch.float32)
-    output = hard_forward(model, tokens, tau, jacobi)
+    output = hard_forward_at(model, tokens, tau, jacobi)
     with torch.no_grad():
         nll = model.decoder.cross_entropy(output.logits, labels)
         mask = loss_mask.to(nll.dtype)

@@ -29,7 +29,7 @@ from torch import nn
 from megatron_ponder.config import Config
 from megatron_ponder.model.rope import RotaryTable
 from megatron_ponder.model.spec import final_norm_module, ponder_layer_spec
-from megatron_ponder.ponder.registry import USES_PAUSE, USES_ROUTER
+from megatron_ponder.ponder.registry import get_method
 from megatron_ponder.ponder.router import Router
 
 
@@ -37,6 +37,7 @@ class PonderDecoder(MegatronModule):
     def __init__(self, cfg: Config, config: TransformerConfig, fused_kernels: bool = False):
         super().__init__(config=config)
         m, p = cfg.model, cfg.ponder
+        method = get_method(p.method)
         self.tp_group = parallel_state.get_tensor_model_parallel_group()
         self.is_first_stage = parallel_state.is_pipeline_first_stage(ignore_virtual=True)
         self.is_last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
@@ -51,7 +52,7 @@ class PonderDecoder(MegatronModule):
                 m.vocab_size, m.hidden_size, init_method=config.init_method, config=config,
                 tp_group=self.tp_group,
             )
-            if p.method in USES_PAUSE:
+            if method.uses_pause:
                 self.pause_embedding = nn.Parameter(torch.empty(m.hidden_size))
         self.sequence_parallel = cfg.parallel.sequence_parallel
         spec = ponder_layer_spec(p.attention_backend, self.sequence_parallel, fused_kernels)
@@ -74,7 +75,7 @@ class PonderDecoder(MegatronModule):
                 m.hidden_size, m.vocab_size, config=whole_sequence, init_method=config.init_method,
                 bias=False, gather_output=False, tp_group=self.tp_group,
             )
-            if p.method in USES_ROUTER:
+            if method.uses_router:
                 self.router = Router(m.hidden_size, p.k, p.router)
         self.rotary = RotaryTable(m.hidden_size // m.num_attention_heads,
                                   m.max_position_embeddings, m.rotary_base)

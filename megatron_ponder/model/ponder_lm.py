@@ -10,9 +10,10 @@ from megatron_ponder.model.decoder import PonderDecoder
 from megatron_ponder.model.init import initialize_parameters
 from megatron_ponder.model.transformer_config import to_transformer_config
 from megatron_ponder.ponder import (
-    PassProgram, PonderOutput, build_program, jacobi_iterations, ponder_loss, run_locally,
+    PassProgram, PonderOutput, jacobi_iterations, ponder_loss, run_locally,
 )
 from megatron_ponder.ponder.loss import ponder_statistics
+from megatron_ponder.ponder.registry import get_method
 
 
 class PonderLM(MegatronModule):
@@ -21,6 +22,7 @@ class PonderLM(MegatronModule):
         config = to_transformer_config(cfg, params_dtype, fused_kernels)
         super().__init__(config=config)
         self.cfg = cfg
+        self.method = get_method(cfg.ponder.method)
         self.decoder = PonderDecoder(cfg, config, fused_kernels)
         initialize_parameters(self, cfg)
 
@@ -29,14 +31,15 @@ class PonderLM(MegatronModule):
         return jacobi_iterations(self.cfg.seed, step, p.jacobi_train) if self.training else p.jacobi_eval
 
     def program(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None,
-                hard_tau: float | None = None) -> PassProgram:
+                hard_tau: float | None = None, backbone=None) -> PassProgram:
         """The method's pass program on tokens [B, L]. J comes from (seed, step) in training
         and from ponder.jacobi_eval in eval, unless given. hard_tau: run PonderLM-3's hard
-        pruning rule (inference) instead of the soft mask."""
+        pruning rule (inference) instead of the soft mask. backbone: the decoder, or a
+        wrapper of it (prefill records the keys and values of each pass)."""
         check_sequence_length(tokens.shape[1], self.cfg.model)
         p = self.cfg.ponder
-        return build_program(
-            p.method, self.decoder, tokens, k=p.k,
+        return self.method.program(
+            self.decoder if backbone is None else backbone, tokens, k=p.k,
             jacobi=self.jacobi_for_step(step) if jacobi is None else jacobi,
             latent_init=p.latent_init, grad_passes=p.grad_passes, hard_tau=hard_tau,
         )

@@ -12,16 +12,16 @@ import resource
 import torch
 
 from megatron_ponder.config import Config, config_to_dict
-from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token, training_flops
-from megatron_ponder.ponder.registry import USES_JACOBI
+from megatron_ponder.ponder.flops import DecoderShape
+from megatron_ponder.ponder.registry import VANILLA
 from megatron_ponder.sweeps.records import SCHEMA
-from megatron_ponder.sweeps.spec import ADAPTIVE, RunSpec, Sweep, SweepError
+from megatron_ponder.sweeps.spec import RunSpec, Sweep, SweepError
 
 
 def run_training_flops(model, cfg: Config) -> float:
     """FLOPs of every training step the run took: J of step s is drawn from (seed, s) as
     in training, and the passes a J implies are read off the model on a 2-token input."""
-    p, t = cfg.ponder, cfg.train
+    p, t, method = cfg.ponder, cfg.train, model.method
     shape = DecoderShape.of(cfg.model)
     passes_for_jacobi: dict[int, list[int]] = {}
     total = 0.0
@@ -30,11 +30,11 @@ def run_training_flops(model, cfg: Config) -> float:
     probe = torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device)
     with torch.no_grad():
         for step in range(t.steps):
-            jacobi = model.jacobi_for_step(step) if p.method in USES_JACOBI else 0
+            jacobi = model.jacobi_for_step(step) if method.uses_jacobi else 0
             if jacobi not in passes_for_jacobi:
                 passes_for_jacobi[jacobi] = model(probe, step=step).pass_slots
-            total += t.global_batch_size * training_flops(
-                shape, p.method, p.k, passes_for_jacobi[jacobi], cfg.data.seq_length, p.grad_passes)
+            total += t.global_batch_size * method.training_flops(
+                shape, p.k, passes_for_jacobi[jacobi], cfg.data.seq_length, p.grad_passes)
     model.train(was_training)
     return float(total)
 
@@ -58,44 +58,15 @@ def _validation_batches(cfg: Config, batches: int, micro_batch_size: int, data_s
             for b in batch_for_step(valid, i, micro_batch_size, micro_batch_size)]
 
 
-def hard_scores(model, cfg: Config, batches: list[dict], tau: float | None, vanilla: float,
-                expected_steps: float) -> dict:
-    """One inference entry: hard-masked loss/ppl at tau, FLOPs and steps per token."""
-    from megatron_ponder.inference.scoring import score_hard
-
-    nll = tokens = 0.0
-    kept = []
-    for batch in batches:
-        score = score_hard(model, batch["tokens"], batch["labels"], batch["loss_mask"], tau=tau)
-        nll += score.nll_sum
-        tokens += score.num_tokens
-        if score.kept_steps is not None:
-            kept.append(score.kept_steps.cpu())
-    p = cfg.ponder
-    kept_steps = torch.cat(kept) if kept else None
-    flops = inference_flops_per_token(DecoderShape.of(cfg.model), p.method, p.k,
-                                      cfg.data.seq_length, kept_steps)
-    loss = nll / tokens
-    return {
-        "tau": tau, "loss": loss, "ppl": math.exp(loss), "flops_per_token": flops,
-        "flops_vs_vanilla": flops / vanilla, "expected_steps": expected_steps,
-        "executed_steps": (float(kept_steps.float().mean()) if kept_steps is not None
-                           else _fixed_steps(p.method, p.k)),
-    }
-
-
-def _fixed_steps(method: str, k: int) -> float:
-    return 0.0 if method == "vanilla" else float(k)
-
-
-def budget_entries(model, cfg: Config, sweep: Sweep, batches: list[dict], vanilla: float,
+def budget_entries(model, cfg: Config, sweep: Sweep, batches: list[dict],
                    expected_steps: float, progress=print) -> list[dict]:
     """One entry per eval.budgets value: tau calibrated on the validation micro-batches that
-    follow the scored ones (inference/budget.py), then the entry of hard_scores at that tau
+    follow the scored ones (inference/budget.py), then the inference entry at that tau
     with flops_budget, flops_vs_all_kept and the calibration; a budget this model cannot
     meet is recorded as {"flops_budget", "unreachable": why}."""
     from megatron_ponder.inference.budget import BudgetError, Calibrator, all_kept_flops
     from megatron_ponder.inference.heldout import heldout_batches
+    from megatron_ponder.inference.ppl_sweep import score_at_taus
 
     e = sweep.eval
     calibration = heldout_batches(cfg, split="valid", samples=e.calibration_batches * e.micro_batch_size,
@@ -111,7 +82,8 @@ def budget_entries(model, cfg: Config, sweep: Sweep, batches: list[dict], vanill
             entries.append({"flops_budget": budget, "unreachable": str(err)})
             progress(f"  budget {budget:g}: out of reach")
             continue
-        entry = hard_scores(model, cfg, batches, c.tau, vanilla, expected_steps)
+        entry = score_at_taus(model, batches, [c.tau])[0]
+        entry["expected_steps"] = expected_steps
         entry.update(flops_budget=budget, flops_vs_all_kept=entry["flops_per_token"] / all_kept,
                      calibration=c.as_dict())
         entries.append(entry)
@@ -121,45 +93,43 @@ def budget_entries(model, cfg: Config, sweep: Sweep, batches: list[dict], vanill
 
 
 def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
+    from megatron_ponder.inference.checkpoint_io import load_model_state
+    from megatron_ponder.inference.ppl_sweep import score_at_taus
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
     from megatron_ponder.training.checkpoint import Checkpointer
     from megatron_ponder.training.evaluate import evaluate
-    from megatron_ponder.training.engines import Engine
     from megatron_ponder.sweeps.runner import USAGE_FILE, read_usage
-    from megatron_ponder.training.optim import build_scheduler
 
     cpu_start = resource.getrusage(resource.RUSAGE_SELF)
     cfg = run.config
     initialize_parallel(cfg)
     model = build_model(cfg)
-    engine = Engine(cfg, model)  # one replica: the checkpoint's model and optimizer load here
     checkpointer = Checkpointer(sweep.run_dir(run) / "checkpoints", cfg.train.keep_checkpoints)
     step = checkpointer.latest_step()
     if step != cfg.train.steps:
         raise SweepError(f"{run.run_id}: the newest checkpoint is at step {step}, not "
                          f"train.steps={cfg.train.steps}: train it first")
-    checkpointer.load(step, engine, build_scheduler(engine.optimizer, cfg.train))
+    load_model_state(model, checkpointer.path(step))
     model.eval()
     e = sweep.eval
     batches = _validation_batches(cfg, e.batches, e.micro_batch_size, e.data_seed,
                                   sweep.run_dir(run) / "eval_data_cache")
     soft = evaluate(model, batches, torch.device("cpu"), contextlib.nullcontext)
     shape = DecoderShape.of(cfg.model)
-    vanilla = inference_flops_per_token(shape, "vanilla", 0, cfg.data.seq_length)
-    p = cfg.ponder
-    expected = soft["expected_steps"] if p.method == ADAPTIVE else _fixed_steps(p.method, p.k)
-    taus = e.taus if p.method == ADAPTIVE else (None,)
-    inference = []
+    vanilla = VANILLA.inference_flops_per_token(shape, 0, cfg.data.seq_length)
+    method = model.method
+    expected = soft["expected_steps"] if method.uses_router else method.executed_steps(cfg.ponder.k)
     with torch.no_grad():
-        for tau in taus:
-            entry = hard_scores(model, cfg, batches, tau, vanilla, expected)
-            inference.append(entry)
+        inference = score_at_taus(model, batches, e.taus if method.uses_router else [None])
+        for entry in inference:
+            entry["expected_steps"] = expected
+            tau = entry["tau"]
             progress(f"  tau {tau if tau is not None else '-':>6}: ppl {entry['ppl']:.3f}, "
                      f"{entry['flops_vs_vanilla']:.3f}x vanilla FLOPs, "
                      f"{entry['executed_steps']:.3f} latent steps/token")
-        budgets = (budget_entries(model, cfg, sweep, batches, vanilla, expected, progress)
-                   if p.method == ADAPTIVE and e.budgets else [])
+        budgets = (budget_entries(model, cfg, sweep, batches, expected, progress)
+                   if method.uses_router and e.budgets else [])
     tokens = sum(int(b["loss_mask"].sum()) for b in batches)
     usage = read_usage(sweep.run_dir(run) / USAGE_FILE) or {}
     cpu_end = resource.getrusage(resource.RUSAGE_SELF)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megatron_ponder.ponder.registry import get_method
+
 
 def run_curve(record: dict) -> list[tuple[float, float]]:
     """(FLOPs per token, ppl) of a record's budget entries (else its tau entries), by FLOPs."""
@@ -57,6 +59,12 @@ def _config_name(record: dict) -> str:
     return f"lambda {p['lambda']:g}{variant}"
 
 
+def _fixed_latent_thoughts(method: str) -> bool:
+    """PonderLM-2: the latent thoughts of the router methods, every step kept."""
+    m = get_method(method)
+    return m.uses_jacobi and not m.uses_router
+
+
 def _mean_spread(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), (max(values) - min(values)) / 2
 
@@ -64,7 +72,7 @@ def _mean_spread(values: list[float]) -> tuple[float, float]:
 def vanilla_curve(records: list[dict]) -> list[tuple[float, float]]:
     by_size: dict[str, list[dict]] = {}
     for r in records:
-        if r["point"]["method"] == "vanilla" and not r["point"].get("variant"):
+        if get_method(r["point"]["method"]).plain and not r["point"].get("variant"):
             by_size.setdefault(r["point"]["size"], []).append(r)
     return sorted((group[0]["inference"][0]["flops_per_token"],
                    float(np.mean([r["inference"][0]["ppl"] for r in group])))
@@ -80,13 +88,13 @@ def matches(records: list[dict]) -> list[Match]:
         groups.setdefault((p["size"], p["method"], p["k"], _config_name(r)), []).append(r)
     rows = []
     for (size, method, k, _), pl2 in sorted(groups.items()):
-        if method != "ponderlm2":
+        if not _fixed_latent_thoughts(method):
             continue
         target, spread = _mean_spread([r["inference"][0]["ppl"] for r in pl2])
         target_flops = pl2[0]["inference"][0]["flops_per_token"]
         reach_vanilla = flops_to_reach(vanilla, target)
         for (size3, method3, _, name), pl3 in sorted(groups.items()):
-            if method3 != "ponderlm3" or size3 != size:
+            if not get_method(method3).uses_router or size3 != size:
                 continue
             reached = [flops_to_reach(run_curve(r), target) for r in sorted(
                 pl3, key=lambda r: r["point"]["seed"])]

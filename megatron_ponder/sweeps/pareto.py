@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megatron_ponder.ponder.registry import get_method
 from megatron_ponder.sweeps.records import RecordError
 
 
@@ -38,7 +39,7 @@ class Point:
     @property
     def label(self) -> str:
         tau = "" if self.tau is None else f" tau {self.tau:g}"
-        lam = f" lambda {self.lam:g}" if self.method == "ponderlm3" else ""
+        lam = f" lambda {self.lam:g}" if get_method(self.method).uses_router else ""
         return f"{self.size} {self.method} K{self.k}{lam}{self._variant_text}{tau}"
 
     @property
@@ -47,14 +48,14 @@ class Point:
 
     @property
     def series(self) -> str:
-        """One curve per series: vanilla over its sizes; PonderLM-2 over K at one size;
-        PonderLM-3 over tau at one size, K, lambda and variant."""
-        if self.method == "ponderlm3":
-            return f"{self.size} ponderlm3 K{self.k} lambda {self.lam:g}{self._variant_text}"
-        if self.method in ("vanilla",):
-            return "vanilla" + self._variant_text
-        name = f"{self.method} K{self.k}" if self.method != "ponderlm2" else "ponderlm2"
-        return f"{self.size} {name}{self._variant_text}"
+        """One curve per series: a method with a router, over tau at one size, K, lambda and
+        variant; a fixed-step method over K at one size (vanilla: over its sizes)."""
+        method = get_method(self.method)
+        if method.uses_router:
+            return f"{self.size} {self.method} K{self.k} lambda {self.lam:g}{self._variant_text}"
+        if not method.latent_steps(self.k):
+            return self.method + self._variant_text
+        return f"{self.size} {self.method}{self._variant_text}"
 
 
 def _config_key(record: dict) -> tuple:
@@ -179,7 +180,8 @@ def fit_scaling_law(records: list[dict], x_name: str = "non_embedding_parameters
                                 bounds=([0.0, 0.0, 0.0], [np.inf, np.inf, 5.0]), maxfev=20000)
         stderr = tuple(float(s) for s in np.sqrt(np.clip(np.diag(cov), 0, None)))
         residuals = loss - saturating_power_law(x / scale, *params)
-        name = method if method == "vanilla" else f"{method} K{k} lambda {lam:g}"
+        steps = get_method(method).latent_steps(k)
+        name = f"{method} K{k} lambda {lam:g}" if steps else method
         name += f" {variant}" if variant else ""
         fits.append(Fit(name, x_name, scale, *(float(p) for p in params), stderr,
                         x.tolist(), loss.tolist(), residuals.tolist()))

@@ -11,16 +11,18 @@
                     "penalty": float,              # lambda * E[steps] over the same tokens
                     "tokens": int},
      "vanilla_flops_per_token": float,     # a vanilla model of the same size and length
-     "inference": [                        # one entry per tau (ponderlm3) or one with tau null
-        {"tau", "loss", "ppl", "flops_per_token", "flops_vs_vanilla",
-         "expected_steps", "executed_steps"}],
+     "inference": [                        # one entry per tau (a method with a router)
+        {"tau", "loss", "ppl", "flops_per_token", "flops_vs_vanilla",   # or one with tau null
+         "expected_steps", "executed_steps", "tokens"}],  # (inference/ppl_sweep.py's keys)
      "budgets": [                          # optional: one per eval.budgets value (routers)
         {"flops_budget", "flops_vs_all_kept", "calibration": {...}, + the inference keys}
         or {"flops_budget", "unreachable": why}],
      "evaluation_cpu_s": float}            # optional
 
-Steps are latent steps per token (slots beyond the token's own): expected = sum_{k>=1}
-w_k of the router, executed = what the hard rule kept; K for the fixed-step methods.
+Steps are latent steps per token (pondering steps beyond the token's own slot or pass):
+expected = sum_{k>=1} w_k of the router, executed = what the hard rule kept; K for the
+fixed-step methods (PonderLM-1 and Loop included: K extra passes). Entries written before
+they carried `tokens` read the same (it is not required).
 
 Schema 1 differed in one field: its validation.loss was the training objective, LM loss +
 lambda * E[steps]; `upgrade_schema_1` converts such a record exactly.
@@ -173,7 +175,7 @@ def upgrade_schema_1(record: dict) -> dict:
     times it (up to float32 rounding of each micro-batch's sum, ~1e-7 nats). Without a
     router (or at lambda 0) the penalty is 0 and nothing changes.
     """
-    from megatron_ponder.ponder.registry import USES_ROUTER  # torch: only when upgrading
+    from megatron_ponder.ponder.registry import get_method  # torch: only when upgrading
 
     if record.get("schema") != 1:
         raise RecordError(f"{record.get('run_id')}: schema={record.get('schema')!r}, not 1")
@@ -183,7 +185,8 @@ def upgrade_schema_1(record: dict) -> dict:
         raise RecordError(f"{record['run_id']}: inference[].expected_steps differ; schema 1 "
                           "wrote one soft-forward value into every entry")
     ponder = record["config"]["ponder"]
-    penalty = ponder["compute_penalty"] * expected[0] if ponder["method"] in USES_ROUTER else 0.0
+    routed = get_method(ponder["method"]).uses_router
+    penalty = ponder["compute_penalty"] * expected[0] if routed else 0.0
     loss = record["validation"]["loss"] - penalty
     upgraded["validation"] = {"loss": loss, "ppl": math.exp(loss), "penalty": penalty,
                               "tokens": record["validation"]["tokens"]}

@@ -34,11 +34,11 @@ from typing import Any
 from megatron_ponder.config import (
     Config, ConfigError, config_from_dict, merge_recipes, read_recipe, read_yaml_mapping,
 )
+from megatron_ponder.ponder.registry import METHODS, get_method, names_where
 
 TOP_KEYS = ("name", "output_dir", "prepare", "base", "sizes", "variants", "seeds", "grid",
             "eval")
 GRID_KEYS = ("size", "method", "k", "lambda", "variant")
-ADAPTIVE = "ponderlm3"  # the only method whose inference depends on tau
 
 
 class SweepError(ValueError):
@@ -183,6 +183,10 @@ def _grid_points(path: Path, grid: Any, sizes: dict, seeds: list[int],
             if variant is not None and variant not in variants:
                 _fail(path, f"{where}.variant", f"={variant!r} is not one of variants: "
                       f"{', '.join(variants) or '(none defined)'}")
+        for method in values["method"]:
+            if method not in METHODS:
+                _fail(path, f"{where}.method", f"={method!r} is not a ponder.method: valid "
+                      f"values {', '.join(METHODS)}")
         for size in values["size"]:
             if size not in sizes:
                 _fail(path, f"{where}.size", f"={size!r} is not one of sizes: {', '.join(sizes)}")
@@ -195,9 +199,10 @@ def _grid_points(path: Path, grid: Any, sizes: dict, seeds: list[int],
         for combo in itertools.product(*(values[key] for key in GRID_KEYS), seeds):
             point = dict(zip(GRID_KEYS + ("seed",), combo))
             point["lambda"] = float(point["lambda"])
-            if point["lambda"] and point["method"] != ADAPTIVE:
-                _fail(path, f"{where}.lambda", f"={point['lambda']!r} applies to {ADAPTIVE} only "
-                      f"(method {point['method']!r} has no router)")
+            if point["lambda"] and not get_method(point["method"]).uses_router:
+                routed = ", ".join(names_where(lambda m: m.uses_router))
+                _fail(path, f"{where}.lambda", f"={point['lambda']!r} applies to methods with a "
+                      f"router only ({routed}; method {point['method']!r} has none)")
             points.append((where, point))
     return points
 

@@ -19,7 +19,8 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from megatron_ponder.inference.scoring import kept_steps_of
-from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
+from megatron_ponder.ponder.flops import DecoderShape
+from megatron_ponder.ponder.registry import VANILLA
 
 
 def score_batch(model, output, batch: dict) -> dict[str, float]:
@@ -35,8 +36,8 @@ def score_batch(model, output, batch: dict) -> dict[str, float]:
     return {"loss_sum": parts["lm_loss"].item() * n,
             "penalty_sum": float(parts.get("penalty", 0.0)) * n, "tokens": n,
             "stats": model.statistics(output, batch["loss_mask"]),
-            "flops": inference_flops_per_token(shape, cfg.ponder.method, cfg.ponder.k, length, kept),
-            "vanilla_flops": inference_flops_per_token(shape, "vanilla", 0, length)}
+            "flops": model.method.inference_flops_per_token(shape, cfg.ponder.k, length, kept),
+            "vanilla_flops": VANILLA.inference_flops_per_token(shape, 0, length)}
 
 
 def _summarize(scores: list[dict]) -> dict[str, float]:

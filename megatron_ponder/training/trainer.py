@@ -26,7 +26,7 @@ from megatron_ponder.model.spec import fused_kernels_available
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
-from megatron_ponder.ponder.flops import DecoderShape, training_flops
+from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.run_layout import check_writable_dir
 from megatron_ponder.training.checkpoint import Checkpointer, read_common
 from megatron_ponder.training.engines import build_engine, data_parallel_mean
@@ -216,9 +216,9 @@ class Trainer:
                     parts[key] = parts.get(key, 0.0) + value.item() / len(batches)
                 pass_slots.append(out.pass_slots)
                 stats = self.model.statistics(out, batch["loss_mask"])
-        flops = sum(batch["tokens"].shape[0] * training_flops(
-            self.shape, self.cfg.ponder.method, self.cfg.ponder.k, slots,
-            batch["tokens"].shape[1], self.cfg.ponder.grad_passes)
+        flops = sum(batch["tokens"].shape[0] * self.model.method.training_flops(
+            self.shape, self.cfg.ponder.k, slots, batch["tokens"].shape[1],
+            self.cfg.ponder.grad_passes)
             for batch, slots in zip(batches, pass_slots))
         if self.cfg.parallel.sequence_parallel:
             allreduce_sequence_parallel_grads(self.model)

@@ -9,7 +9,8 @@ from factories import tiny_config
 from routers import copy_shared_weights, force_router, random_tokens, randomise_router
 from megatron_ponder.config import ConfigError
 from megatron_ponder.inference.scoring import hard_forward, kept_steps_of, score_hard
-from megatron_ponder.ponder.flops import DecoderShape, inference_flops_per_token
+from megatron_ponder.ponder.flops import DecoderShape
+from megatron_ponder.ponder.registry import get_method
 
 TOL = 2e-5  # float32 max abs on logits of magnitude ~3: reductions in another order
 
@@ -32,8 +33,8 @@ def test_router_one_hot_zero_scores_like_vanilla(build, backend):
     assert score.num_tokens == base.num_tokens == tokens.numel()
     assert abs(score.nll_sum - base.nll_sum) < 1e-4 * base.nll_sum
     shape = DecoderShape.of(cfg.model)
-    flops = inference_flops_per_token(shape, "ponderlm3", 3, tokens.shape[1], score.kept_steps)
-    vanilla_flops = inference_flops_per_token(shape, "vanilla", 0, tokens.shape[1])
+    flops = get_method("ponderlm3").inference_flops_per_token(shape, 3, tokens.shape[1], score.kept_steps)
+    vanilla_flops = get_method("vanilla").inference_flops_per_token(shape, 0, tokens.shape[1])
     router_flops = 2 * cfg.model.hidden_size * 4
     assert flops == pytest.approx(vanilla_flops + router_flops, rel=1e-12)
 
@@ -107,3 +108,34 @@ def test_tau_outside_the_open_unit_interval_is_refused(build, tau):
     tokens = random_tokens(cfg.model.vocab_size, length=4)
     with pytest.raises(ConfigError, match="tau=.*strictly between 0 and 1"):
         score_hard(model, tokens, tokens, tau=tau)
+
+
+def test_tau_is_checked_once_at_each_entry_point(build, monkeypatch):
+    """At the public entry (the Python API here; config validation for the config's tau),
+    never again further down the same path."""
+    from megatron_ponder.inference import decoding, ppl_sweep, scoring
+
+    checked = []
+
+    def counting(tau):
+        checked.append(tau)
+        return real(tau)
+
+    real = scoring.check_tau
+    monkeypatch.setattr(scoring, "check_tau", counting)
+    monkeypatch.setattr(ppl_sweep, "check_tau", counting)
+    cfg = tiny_config("ponderlm3", k=2)
+    model = build(cfg)
+    tokens = random_tokens(cfg.model.vocab_size, length=4)
+    batch = {"tokens": tokens, "labels": tokens, "loss_mask": torch.ones_like(tokens)}
+    calls = [
+        lambda: score_hard(model, tokens, tokens, tau=0.1),
+        lambda: hard_forward(model, tokens, tau=0.2),
+        lambda: ppl_sweep.score_at_taus(model, [batch, batch], [0.3, 0.4]),
+        lambda: decoding.SlotDecoder(model, tau=0.5),
+        lambda: score_hard(model, tokens, tokens),  # the config's tau: validated with it
+        lambda: ppl_sweep.score_at_taus(model, [batch], [None]),
+    ]
+    for call in calls:
+        call()
+    assert checked == [0.1, 0.2, 0.3, 0.4, 0.5]

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from factories import tiny_config
-from megatron_ponder.ponder.flops import (
-    DecoderShape, forward_flops, inference_flops_per_token, training_flops,
-)
+from megatron_ponder.ponder.flops import DecoderShape
+from megatron_ponder.ponder.registry import get_method
 
 TINY = dict(vocab_size=10, hidden_size=8, num_layers=1, ffn_hidden_size=16,
             num_attention_heads=2, num_query_groups=1)
@@ -97,24 +96,24 @@ FORWARD = {
 def test_forward_and_training_flops(method):
     assert FORWARD == {"vanilla": 4272, "pause": 12720, "loop": 11856, "ponderlm1": 13776,
                        "ponderlm2": 48864, "ponderlm3": 49584}
-    fwd = forward_flops(SHAPE, method, K, SCHEDULES[method], L)
+    m, schedule = get_method(method), SCHEDULES[method]
+    fwd = m.forward_flops(SHAPE, K, schedule, L)
     assert fwd == FORWARD[method]
-    assert training_flops(SHAPE, method, K, SCHEDULES[method], L) == 3 * fwd  # backward = 2x
-    too_many = len(SCHEDULES[method])
-    assert training_flops(SHAPE, method, K, SCHEDULES[method], L, grad_passes=too_many) == 3 * fwd
+    assert m.training_flops(SHAPE, K, schedule, L) == 3 * fwd  # backward = 2x
+    assert m.training_flops(SHAPE, K, schedule, L, grad_passes=len(schedule)) == 3 * fwd
 
 
 def test_training_flops_with_truncated_gradients():
     # grad_passes 2: passes [1, 2, 3] run without autograd (forward only), [3, 3] keep it.
-    assert training_flops(SHAPE, "ponderlm2", K, SCHEDULES["ponderlm2"], L, grad_passes=2) \
-        == 3 * 48864 - 2 * (P1 + P2 + P3) == 98784
+    def truncated(method, grad_passes):
+        return get_method(method).training_flops(SHAPE, K, SCHEDULES[method], L, grad_passes)
+
+    assert truncated("ponderlm2", 2) == 3 * 48864 - 2 * (P1 + P2 + P3) == 98784
     # PonderLM-3: the router of those three passes runs without autograd too.
-    assert training_flops(SHAPE, "ponderlm3", K, SCHEDULES["ponderlm3"], L, grad_passes=2) \
-        == 3 * 49584 - 2 * (P1 + P2 + P3 + 3 * 3 * ROUTER) == 100080
+    assert truncated("ponderlm3", 2) == 3 * 49584 - 2 * (P1 + P2 + P3 + 3 * 3 * ROUTER) == 100080
     # Only the latent-thought methods truncate; the others keep gradients through every pass.
     for method in ("loop", "ponderlm1", "vanilla", "pause"):
-        assert training_flops(SHAPE, method, K, SCHEDULES[method], L, grad_passes=1) \
-            == 3 * FORWARD[method]
+        assert truncated(method, 1) == 3 * FORWARD[method]
 
 
 # Inference with a KV cache, mean over the L = 3 tokens (method.md section 6).
@@ -136,7 +135,7 @@ INFERENCE = {
 def test_inference_flops_per_token(method):
     assert INFERENCE == {"vanilla": 1424, "ponderlm2": 4240, "pause": 4240, "loop": 3952,
                          "ponderlm1": 4592}
-    assert inference_flops_per_token(SHAPE, method, K, L) == INFERENCE[method]
+    assert get_method(method).inference_flops_per_token(SHAPE, K, L) == INFERENCE[method]
 
 
 def test_ponderlm3_inference_counts_the_kept_slots():
@@ -145,24 +144,24 @@ def test_ponderlm3_inference_counts_the_kept_slots():
     per_token = [3 * 1200 + 32 * 6, 1 * 1200 + 32 * 4, 2 * 1200 + 32 * 11]
     expected = sum(per_token) / 3 + 160 + ROUTER
     assert expected == 2832
-    assert inference_flops_per_token(SHAPE, "ponderlm3", K, L, kept) == expected
+    assert get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L, kept) == expected
     # A batch is the mean over its rows (each row its own cache).
     both = torch.tensor([[2, 0, 1], [2, 2, 2]])
-    assert inference_flops_per_token(SHAPE, "ponderlm3", K, L, both) \
+    assert get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L, both) \
         == (2832 + INFERENCE["ponderlm2"] + ROUTER) / 2
 
 
 def test_ponderlm3_bounds_are_ponderlm2_and_vanilla_plus_the_router():
     all_k = torch.full((2, L), K)
     none = torch.zeros(2, L, dtype=torch.long)
-    assert inference_flops_per_token(SHAPE, "ponderlm3", K, L, all_k) \
-        == inference_flops_per_token(SHAPE, "ponderlm2", K, L) + ROUTER == 4288
-    assert inference_flops_per_token(SHAPE, "ponderlm3", K, L, none) \
-        == inference_flops_per_token(SHAPE, "vanilla", K, L) + ROUTER == 1472
+    assert get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L, all_k) \
+        == get_method("ponderlm2").inference_flops_per_token(SHAPE, K, L) + ROUTER == 4288
+    assert get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L, none) \
+        == get_method("vanilla").inference_flops_per_token(SHAPE, K, L) + ROUTER == 1472
 
 
 def test_errors():
     with pytest.raises(ValueError, match="kept_steps"):
-        inference_flops_per_token(SHAPE, "ponderlm3", K, L)
-    with pytest.raises(ValueError, match="unknown method"):
-        inference_flops_per_token(SHAPE, "ponderlm9", K, L)
+        get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L)
+    with pytest.raises(ValueError, match="ponder.method='ponderlm9' is invalid: valid values"):
+        get_method("ponderlm9")

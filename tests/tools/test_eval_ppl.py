@@ -24,12 +24,12 @@ def test_tau_sweep_table_and_json(tmp_path, tool_data, capsys):
     rows = result["rows"]
     assert [r["tau"] for r in rows] == [float(t) for t in taus]
     assert result["sequences"] == 8 and all(r["tokens"] == 8 * 24 for r in rows)
-    steps = [r["mean_latent_steps"] for r in rows]
-    flops = [r["inference_flops_per_token"] for r in rows]
+    steps = [r["executed_steps"] for r in rows]
+    flops = [r["flops_per_token"] for r in rows]
     # Larger tau prunes more: fewer steps and FLOPs, never more; the range really moves.
     assert all(a >= b for a, b in zip(steps, steps[1:])) and steps[0] > steps[-1]
     assert all(a >= b for a, b in zip(flops, flops[1:])) and flops[0] > flops[-1]
-    assert all(1.0 < r["inference_flops_vs_vanilla"] < 4.0 + 1e-9 for r in rows)
+    assert all(1.0 < r["flops_vs_vanilla"] < 4.0 + 1e-9 for r in rows)
     assert all(math.isclose(r["ppl"], math.exp(r["loss"]), rel_tol=1e-9) for r in rows)
     assert len({round(r["loss"], 6) for r in rows}) > 1
 

@@ -1,0 +1,76 @@
+"""export/modeling_ponder.py keeps its own copy of the method facts (the file must load
+without the package): the copy equals the registry, and every method the file supports
+behaves in it as in the package (the parallel hard forward and token-by-token decoding)."""
+
+import pytest
+import torch
+
+from factories import tiny_config
+from routers import random_tokens, randomise_router
+from threads import _one_thread  # noqa: F401 (autouse fixture)
+from megatron_ponder.export import modeling_ponder as hf
+from megatron_ponder.export.hf_weights import to_hf
+from megatron_ponder.inference.decoding import SlotDecoder
+from megatron_ponder.inference.kv_cache import SlotKVCache
+from megatron_ponder.inference.scoring import hard_forward
+from megatron_ponder.ponder.registry import METHODS, get_method, names_where
+
+DECODABLE = names_where(lambda m: m.decodes_with_slot_cache)
+TOL = 1e-4  # fp32 max abs on logits (the export's bound): two implementations, other kernels
+TAU = 0.2
+
+
+def test_the_copy_holds_the_slot_cache_methods_with_the_registry_facts():
+    assert sorted(hf.METHODS) == sorted(DECODABLE) and len(DECODABLE) < len(METHODS)
+    for name, copy in hf.METHODS.items():
+        m = get_method(name)
+        assert (copy.uses_router, copy.uses_pause, copy.uses_jacobi, copy.plain) == (
+            m.uses_router, m.uses_pause, m.uses_jacobi, m.plain), name
+        assert [copy.latent_steps(k) for k in range(5)] == [m.latent_steps(k) for k in range(5)]
+
+
+def hf_twin(model, cfg):
+    """The package model's weights in modeling_ponder's PonderLMForCausalLM (no folder)."""
+    m, p = cfg.model, cfg.ponder
+    config = hf.PonderLMConfig(
+        vocab_size=m.vocab_size, hidden_size=m.hidden_size, intermediate_size=m.ffn_size,
+        num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.kv_heads, max_position_embeddings=m.max_position_embeddings,
+        rope_theta=m.rotary_base, rms_norm_eps=m.norm_eps,
+        # to_hf folds the embedding scale into a plain method's weights (a stock Llama).
+        embedding_scale=1.0 if get_method(p.method).plain else None,
+        ponder_method=p.method, ponder_k=p.k, ponder_tau=TAU, ponder_jacobi=p.jacobi_eval,
+        ponder_latent_init=p.latent_init, ponder_router=p.router)
+    twin = hf.PonderLMForCausalLM(config).eval()
+    state = {name: t.detach().float() for name, t in model.named_parameters()}
+    twin.load_state_dict(to_hf(state, cfg), strict=True)
+    return twin
+
+
+@pytest.mark.parametrize("name", DECODABLE)
+@torch.no_grad()
+def test_each_method_behaves_in_the_copy_as_in_the_package(build, name):
+    cfg = tiny_config(name, k=2)
+    model = build(cfg).eval()
+    if get_method(name).uses_router:
+        randomise_router(model, scale=0.5, bias=[0.0, 0.0, -1.5])
+    twin = hf_twin(model, cfg)
+    tokens = random_tokens(cfg.model.vocab_size, batch=2, length=8)
+    parallel = hard_forward(model, tokens, tau=TAU).logits.transpose(0, 1)
+    assert (twin(tokens).logits - parallel).abs().max().item() <= TOL
+
+    # Prefill 3 tokens, then decode the rest one by one: logits and latent steps agree.
+    engine, prompt = SlotDecoder(model, TAU), 3
+    cache = SlotKVCache(2, tokens.shape[1] * engine.slots_per_token)
+    for row in range(2):
+        engine.prefill(cache, row, tokens[row, :prompt])
+    hf_cache = getattr(twin(tokens[:, :prompt], use_cache=True), hf._CACHE_FIELD)
+    rows, steps = torch.arange(2), []
+    for t in range(prompt, tokens.shape[1]):
+        logits, kept = engine.feed(cache, rows, tokens[:, t], torch.full((2,), t))
+        assert (twin.decode_token(hf_cache, tokens[:, t]) - logits).abs().max().item() <= TOL
+        steps.append(kept.tolist())
+    assert [row[prompt:] for row in hf_cache.steps] == [list(s) for s in zip(*steps)]
+    assert cache.lengths.tolist() == hf_cache.lengths.tolist()
+    if get_method(name).uses_router:
+        assert len({s for row in steps for s in row}) >= 2, steps  # the router really decided
