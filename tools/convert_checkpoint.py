@@ -79,7 +79,7 @@ def _target(args):
     divide into (heads, vocabulary, layers) is a ConfigError naming the field."""
     from megatron_ponder.config import ConfigError
     from megatron_ponder.inference.checkpoint_io import checkpoint_config, resolve_checkpoint
-    from megatron_ponder.training.checkpoint import STEP_DIR
+    from megatron_ponder.run_layout import STEP_DIR
 
     source = resolve_checkpoint(args.input)
     if not STEP_DIR.match(source.name):
@@ -93,7 +93,8 @@ def reshard(args) -> None:
     from megatron_ponder.config import ConfigError
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.training.checkpoint import STEP_DIR, Checkpointer
+    from megatron_ponder.run_layout import STEP_DIR
+    from megatron_ponder.training.checkpoint import Checkpointer
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.optim import build_scheduler
 
@@ -136,7 +137,7 @@ def import_hf(args) -> Path:
 
     from megatron_ponder.config import ConfigError, ParallelConfig, config_to_dict
     from megatron_ponder.export.hf_export import read_hf_export
-    from megatron_ponder.inference.checkpoint_io import save_training_checkpoint
+    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.model.tp_shards import load_full_state
     from megatron_ponder.parallel import initialize_parallel
@@ -205,8 +206,8 @@ def convert(argv: list[str] | None) -> int:
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
     from megatron_ponder.config import ConfigError
+    from megatron_ponder.model.checkpoint_files import CheckpointError
     from megatron_ponder.run_layout import check_output_dir
-    from megatron_ponder.training.checkpoint import CheckpointError
 
     try:
         if int(os.environ.get("RANK", "0")) == 0:  # a later rank would see rank 0's output

@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.heldout import heldout_batches
     from megatron_ponder.inference.ppl_sweep import format_table, score_at_taus
+    from megatron_ponder.model.checkpoint_files import CheckpointError
     from megatron_ponder.run_layout import check_output_file
-    from megatron_ponder.training.checkpoint import CheckpointError
 
     try:
         if args.samples < 1 or args.batch_size < 1 or args.calibration_samples < 1:

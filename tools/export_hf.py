@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.export.hf_export import export_hf
     from megatron_ponder.inference.budget import calibrate_on_validation
     from megatron_ponder.inference.checkpoint_io import load_model
+    from megatron_ponder.model.checkpoint_files import CheckpointError
     from megatron_ponder.run_layout import check_export_output
-    from megatron_ponder.training.checkpoint import CheckpointError
 
     overrides = [] if args.tau is None else [f"ponder.tau={args.tau}"]
     try:

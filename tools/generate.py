@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.decoding import generate
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.sampling import Sampling
-    from megatron_ponder.training.checkpoint import CheckpointError
+    from megatron_ponder.model.checkpoint_files import CheckpointError
 
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)

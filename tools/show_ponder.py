@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.decoding import check_prompts
     from megatron_ponder.inference.ponder_view import render_html, render_png
-    from megatron_ponder.inference.scoring import hard_forward_at, kept_steps_of, resolve_tau
+    from megatron_ponder.inference.scoring import hard_forward_at, resolve_tau
+    from megatron_ponder.model.checkpoint_files import CheckpointError
     from megatron_ponder.run_layout import check_output_file
-    from megatron_ponder.training.checkpoint import CheckpointError
 
     out = Path(args.output)
     try:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = [tokenizer.eod_id] + tokenizer.encode(text)
         check_prompts([ids], 0, cfg)
         device = next(model.parameters()).device
-        steps = kept_steps_of(hard_forward_at(model, torch.tensor([ids], device=device), tau), tau)
+        steps = hard_forward_at(model, torch.tensor([ids], device=device), tau).kept_steps(tau)
     except (ConfigError, CheckpointError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

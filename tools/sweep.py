@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.sweeps import runner
     from megatron_ponder.sweeps.records import RecordError
     from megatron_ponder.sweeps.spec import SweepError, load_sweep
-    from megatron_ponder.training.checkpoint import CheckpointError
+    from megatron_ponder.model.checkpoint_files import CheckpointError
 
     try:
         sweep = load_sweep(args.sweep)

@@ -1,24 +1,22 @@
-"""Trainer checkpoints (megatron dist_checkpointing) in and out of the inference tools.
+"""Trainer checkpoints (megatron dist_checkpointing) into the inference tools.
 
 A checkpoint stores global tensors with their shard layout, so a model built at any
 layout loads it through its own `sharded_state_dict`; the config travels in the
 checkpoint's common state. Accepted paths: a step directory, a run's `checkpoints/`
 directory or the run's output directory (the newest complete step of those). Every read
-verifies the checkpoint's manifest first (training/checkpoint.py): a damaged checkpoint is
+verifies the checkpoint's manifest first (model/checkpoint_files.py): a damaged checkpoint is
 a CheckpointError naming its files, which the tools report with exit code 2.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
 from pathlib import Path
 
 import torch
 
-from megatron_ponder.config import Config, config_from_dict, config_to_dict
-from megatron_ponder.training.checkpoint import (
-    Checkpointer, CheckpointError, load_sharded, read_common,
+from megatron_ponder.config import Config, config_from_dict
+from megatron_ponder.model.checkpoint_files import (
+    CheckpointError, latest_step, load_sharded, read_common, step_path,
 )
 
 
@@ -27,9 +25,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (path / "metadata.json").is_file():
         return path
     for directory in (path, path / "checkpoints"):
-        step = Checkpointer(directory, keep=1).latest_step()
+        step = latest_step(directory)
         if step is not None:
-            return Checkpointer(directory, keep=1).path(step)
+            return step_path(directory, step)
     raise CheckpointError(
         f"{path} is not a checkpoint: expected a step_XXXXXXX directory holding metadata.json, "
         f"a checkpoints/ directory, or a training run's output directory")
@@ -62,21 +60,3 @@ def load_model(path: str | Path, overrides: list[str] = (), device: str | None =
     load_model_state(model, path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), cfg
-
-
-def save_training_checkpoint(model, cfg: Config, checkpoints_dir: str | Path, step: int) -> Path:
-    """Save `model` as a trainer checkpoint a run can resume from: its weights, a fresh
-    AdamW state and schedule, the data position `step`. Used by the HF import."""
-    from megatron_ponder.training.engines import build_engine
-    from megatron_ponder.training.optim import build_scheduler
-    from megatron_ponder.training.trainer import TrainState
-
-    engine = build_engine(cfg, model)
-    scheduler = build_scheduler(engine.optimizer, cfg.train)
-    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(step):  # the schedule position matches the data position
-            scheduler.step()
-    checkpointer = Checkpointer(Path(checkpoints_dir), keep=cfg.train.keep_checkpoints)
-    return checkpointer.save(step, engine, scheduler,
-                             dataclasses.asdict(TrainState(step=step)), config_to_dict(cfg))

@@ -15,7 +15,6 @@ import torch
 
 from megatron_ponder.config import ConfigError
 from megatron_ponder.ponder.output import PonderOutput
-from megatron_ponder.ponder.router import hard_rule_keeps
 
 
 @dataclass
@@ -43,13 +42,6 @@ def _eval_mode(model):
             yield
     finally:
         model.train(was_training)
-
-
-def kept_steps_of(output: PonderOutput, tau: float) -> torch.Tensor | None:
-    """[B, L] latent steps K_hat_t the hard rule keeps (None without a router)."""
-    if output.log_w is None:
-        return None
-    return hard_rule_keeps(output.log_w, tau).sum(-1).transpose(0, 1)
 
 
 def resolve_tau(model, tau: float | None) -> float:
@@ -88,4 +80,4 @@ def score_hard_at(model, tokens, labels, loss_mask, tau: float,
         nll = model.decoder.cross_entropy(output.logits, labels)
         mask = loss_mask.to(nll.dtype)
         nll_sum = (nll * mask).sum().item()
-    return HardScore(nll_sum, int(loss_mask.sum().item()), kept_steps_of(output, tau))
+    return HardScore(nll_sum, int(loss_mask.sum().item()), output.kept_steps(tau))

@@ -97,7 +97,7 @@ def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
     from megatron_ponder.inference.ppl_sweep import score_at_taus
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.model.checkpoint_files import latest_step, step_path
     from megatron_ponder.training.evaluate import evaluate
     from megatron_ponder.sweeps.runner import USAGE_FILE, read_usage
 
@@ -105,12 +105,12 @@ def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
     cfg = run.config
     initialize_parallel(cfg)
     model = build_model(cfg)
-    checkpointer = Checkpointer(sweep.run_dir(run) / "checkpoints", cfg.train.keep_checkpoints)
-    step = checkpointer.latest_step()
+    checkpoints = sweep.run_dir(run) / "checkpoints"
+    step = latest_step(checkpoints)
     if step != cfg.train.steps:
         raise SweepError(f"{run.run_id}: the newest checkpoint is at step {step}, not "
                          f"train.steps={cfg.train.steps}: train it first")
-    load_model_state(model, checkpointer.path(step))
+    load_model_state(model, step_path(checkpoints, step))
     model.eval()
     e = sweep.eval
     batches = _validation_batches(cfg, e.batches, e.micro_batch_size, e.data_seed,

@@ -1,14 +1,12 @@
 """Atomic, resumable checkpoints with megatron-core dist_checkpointing.
 
-Layout under `<output_dir>/checkpoints/`:
-  step_0000100/                      one complete checkpoint (dist_checkpointing format)
-  latest_checkpointed_iteration.txt  the step of the newest complete one, written last
-A save writes into `step_XXXXXXX.tmp/`, adds `manifest.json` (checksums of every file,
-checkpoint_manifest.py), renames it to its final name only when every rank has finished,
-and then replaces the tracker file; a crash at any point leaves the previous checkpoint and
-tracker untouched. The last `keep` checkpoints are kept. Every read goes through
-`read_common` or `load_sharded`, which verify the manifest first: a damaged checkpoint is a
-CheckpointError naming its files, never data loaded silently.
+Layout (run_layout.py; read by model/checkpoint_files.py, which inference reads through
+too): `<output_dir>/checkpoints/` holds `step_XXXXXXX/` directories and a tracker file naming
+the newest complete one. A save writes into `step_XXXXXXX.tmp/`, adds `manifest.json`
+(checksums of every file, model/checkpoint_manifest.py), renames it to its final name only
+when every rank has finished, and then replaces the tracker file; a crash at any point leaves
+the previous checkpoint and tracker untouched. The last `keep` checkpoints are kept. Every
+read verifies the manifest first (checkpoint_files.read_common / load_sharded).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import errno
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -28,8 +25,12 @@ from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
 
-from megatron_ponder.run_layout import STEP_DIR, TRACKER
-from megatron_ponder.training import checkpoint_manifest
+from megatron_ponder.model import checkpoint_manifest
+from megatron_ponder.model.checkpoint_files import (
+    CheckpointError, complete_steps, latest_step, load_sharded, rank, read_common, resume_candidates,
+    step_path,
+)
+from megatron_ponder.run_layout import TRACKER
 from megatron_ponder.training.child_processes import die_with_parent, writer_results_in_process
 from megatron_ponder.training.cpu_shims import cuda_calls_resolve_to_cpu
 
@@ -44,66 +45,9 @@ DISK_FULL_BYTES = 64 << 20
 TRAINING_HINT = "resume from a checkpoint of the same model shape or start a new train.output_dir"
 
 
-class CheckpointError(RuntimeError):
-    pass
-
-
 class CheckpointSaveError(CheckpointError):
     """A save that failed for a reason outside the program (a full disk): the run stops
     with this message instead of a traceback; the previous checkpoint is intact."""
-
-
-# Checkpoints this process verified: (path, manifest inode, manifest mtime).
-# A checkpoint never changes once renamed into place (a re-save makes a new directory), so
-# the tools' and the trainer's several reads of one checkpoint hash it once.
-_verified: set[tuple] = set()
-
-
-def verify_checkpoint(path: Path) -> None:
-    """Raise CheckpointError naming every file of `path` that does not match its manifest.
-    A checkpoint without one (saved before checksums existed) loads with a warning.
-    A collective when several processes run: every rank calls it."""
-    path = Path(path)
-    manifest = path / checkpoint_manifest.MANIFEST
-    try:
-        stat = manifest.stat()
-        key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns)
-    except FileNotFoundError:
-        key = (str(path.resolve()), None, None)
-    if key in _verified:
-        return
-    problems = checkpoint_manifest.verify(path)
-    if problems is None:
-        if _rank() == 0:
-            print(f"warning: {path} has no {checkpoint_manifest.MANIFEST} (saved before "
-                  "checkpoints carried checksums): loading it unverified", file=sys.stderr)
-    elif problems:
-        raise CheckpointError(f"checkpoint {path} is damaged: " + "; ".join(problems))
-    _verified.add(key)
-
-
-def read_common(path: Path) -> dict:
-    """The checkpoint's common state (config, train state, world size), once verified."""
-    verify_checkpoint(path)
-    try:
-        return dist_checkpointing.load_common_state_dict(str(path))
-    except Exception as err:  # an unpicklable or missing common.pt
-        raise CheckpointError(f"checkpoint {path}: its common state (common.pt) cannot be read "
-                              f"({type(err).__name__}: {str(err)[:300]})") from None
-
-
-def load_sharded(template: dict, path: Path, hint: str) -> dict:
-    """dist_checkpointing.load of a verified checkpoint, its failures (a missing shard,
-    another model) as a CheckpointError naming the checkpoint and what to do (`hint`)."""
-    verify_checkpoint(path)
-    try:
-        return dist_checkpointing.load(template, str(path))
-    except BaseException as err:  # CheckpointException derives from BaseException
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise CheckpointError(
-            f"checkpoint {path} does not fit this model or is incomplete ({type(err).__name__}: "
-            f"{str(err)[:500]}); {hint}") from None
 
 
 def _last_line(err: BaseException) -> str:
@@ -138,10 +82,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
@@ -163,7 +103,7 @@ def sharded_state(engine, scheduler, train_state: dict, config: dict) -> dict:
         "config": config,
         "world_size": world,
         # Per-rank RNG state; a run resumed at another world size reseeds instead.
-        "rng": ShardedObject("rng_state", rng_state(), (world,), (_rank(),), replica_id=0),
+        "rng": ShardedObject("rng_state", rng_state(), (world,), (rank(),), replica_id=0),
     }
 
 
@@ -175,30 +115,13 @@ class Checkpointer:
     # ------------------------------------------------------------------ discovery
 
     def complete_steps(self) -> list[int]:
-        if not self.directory.is_dir():
-            return []
-        steps = []
-        for entry in self.directory.iterdir():
-            match = STEP_DIR.match(entry.name)
-            if match and (entry / "metadata.json").is_file():
-                steps.append(int(match.group(1)))
-        return sorted(steps)
+        return complete_steps(self.directory)
 
     def latest_step(self) -> int | None:
-        """The tracker's step if that checkpoint is complete, else the newest complete one."""
-        candidates = self.resume_candidates()
-        return candidates[0] if candidates else None
+        return latest_step(self.directory)
 
     def resume_candidates(self) -> list[int]:
-        """Complete steps in the order a resume tries them: the tracker's, then newest first."""
-        complete = self.complete_steps()[::-1]
-        tracker = self.directory / TRACKER
-        if tracker.is_file():
-            text = tracker.read_text().strip()
-            if text.isdigit() and int(text) in complete:
-                complete.remove(int(text))
-                return [int(text), *complete]
-        return complete
+        return resume_candidates(self.directory)
 
     def newest_usable(self) -> tuple[int | None, list[str]]:
         """(the step to resume from: the first candidate that verifies and whose common
@@ -218,7 +141,7 @@ class Checkpointer:
         return None, skipped
 
     def path(self, step: int) -> Path:
-        return self.directory / f"step_{step:07d}"
+        return step_path(self.directory, step)
 
     # ------------------------------------------------------------------ save
 
@@ -229,7 +152,7 @@ class Checkpointer:
         die_with_parent()
         _inject_writer_delay()
         try:
-            if _rank() == 0:
+            if rank() == 0:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
@@ -255,7 +178,7 @@ class Checkpointer:
                 f"(step {self.latest_step()}) is intact; free space (or lower "
                 f"train.keep_checkpoints) and run the same command to resume. "
                 f"[{_last_line(err)}]") from err
-        if _rank() == 0:
+        if rank() == 0:
             if final.exists():  # an older save of the same step (a rerun): replace it
                 shutil.rmtree(final)
             os.replace(tmp, final)

@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from megatron_ponder.inference.scoring import kept_steps_of
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.ponder.registry import VANILLA
 
@@ -31,7 +30,7 @@ def score_batch(model, output, batch: dict) -> dict[str, float]:
     _, parts = model.loss(output, batch["labels"], batch["loss_mask"])
     n = batch["loss_mask"].sum().item()
     length = batch["tokens"].shape[1]
-    kept = kept_steps_of(output, cfg.ponder.tau)
+    kept = output.kept_steps(cfg.ponder.tau)
     kept = kept.cpu() if kept is not None else None
     return {"loss_sum": parts["lm_loss"].item() * n,
             "penalty_sum": float(parts.get("penalty", 0.0)) * n, "tokens": n,

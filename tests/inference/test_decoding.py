@@ -9,7 +9,7 @@ from megatron_ponder.config import ConfigError
 from megatron_ponder.inference.decoding import SlotDecoder, generate
 from megatron_ponder.inference.kv_cache import SlotKVCache
 from megatron_ponder.inference.sampling import Sampling, filter_logits
-from megatron_ponder.inference.scoring import hard_forward, kept_steps_of
+from megatron_ponder.inference.scoring import hard_forward
 
 TOL = 2e-5  # float32 log-probs: the cache attends in another order than the fused kernel
 
@@ -49,7 +49,7 @@ def test_decoding_equals_the_converged_parallel_forward_and_caches_only_kept_slo
     tau = 0.05
     decoded, kept, cache = teacher_forced(model, tokens, tau=tau)
     exact, exact_out = parallel_log_probs(model, tokens, tau=tau, jacobi=4 * tokens.shape[1])
-    exact_kept = kept_steps_of(exact_out, tau)
+    exact_kept = exact_out.kept_steps(tau)
     assert len(set(exact_kept.flatten().tolist())) >= 3, exact_kept  # rows really differ
     assert torch.equal(kept, exact_kept)
     assert (decoded - exact).abs().max().item() < TOL
@@ -79,7 +79,7 @@ def test_a_multi_token_prefill_then_decoding_equals_the_parallel_forward(build, 
     assert decoded.shape[0] == tokens.shape[1] - prompt + 1
     assert (decoded - exact[prompt - 1:]).abs().max().item() < TOL
     if method == "ponderlm3":
-        exact_kept = kept_steps_of(exact_out, tau)
+        exact_kept = exact_out.kept_steps(tau)
         assert torch.equal(kept, exact_kept)
         # Kept steps vary inside the prompt and after it.
         assert len(set(exact_kept[:, :prompt].flatten().tolist())) >= 2

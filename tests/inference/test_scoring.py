@@ -8,7 +8,7 @@ import torch
 from factories import tiny_config
 from routers import copy_shared_weights, force_router, random_tokens, randomise_router
 from megatron_ponder.config import ConfigError
-from megatron_ponder.inference.scoring import hard_forward, kept_steps_of, score_hard
+from megatron_ponder.inference.scoring import hard_forward, score_hard
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.ponder.registry import get_method
 
@@ -70,7 +70,7 @@ def test_tiny_tau_stays_within_the_pruned_mass_of_the_soft_forward(build):
     model.eval()
     with torch.no_grad():
         soft = model(tokens)
-    kept = kept_steps_of(hard, tau)
+    kept = hard.kept_steps(tau)
     assert (kept < 3).all() and (kept == 2).any() and (kept < 2).any(), kept
     pruned_w = soft.log_w[..., 1:].exp() * (soft.log_w[..., 1:] < math.log(tau))
     mass = pruned_w.sum(-1).max().item()

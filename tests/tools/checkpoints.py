@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from megatron_ponder.config import config_from_dict
-from megatron_ponder.inference.checkpoint_io import save_training_checkpoint
+from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
 from megatron_ponder.model import build_model
 from megatron_ponder.parallel import initialize_parallel
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from megatron_ponder.config import load_config
-from megatron_ponder.inference.checkpoint_io import load_model, save_training_checkpoint
+from megatron_ponder.inference.checkpoint_io import load_model
+from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
 from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE
 from megatron_ponder.training.trainer import Trainer
 from stock_models import save_stock

@@ -10,7 +10,7 @@ import torch
 
 from checkpoints import make_checkpoint
 from megatron_ponder.data.tokenizer import Tokenizer
-from megatron_ponder.inference.scoring import hard_forward, kept_steps_of
+from megatron_ponder.inference.scoring import hard_forward
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import export_hf as export_tool  # noqa: E402
@@ -54,7 +54,7 @@ def test_export_logits_equal_the_hard_masked_project_logits(tmp_path, tool_token
     expected = hard_forward(model, tokens)
     assert (got - expected.logits.transpose(0, 1)).abs().max().item() <= TOL
     if method == "ponderlm3":
-        assert len(set(kept_steps_of(expected, 0.05).flatten().tolist())) >= 2
+        assert len(set(expected.kept_steps(0.05).flatten().tolist())) >= 2
         # tau overridden at load time: the export follows the project's forward at that tau.
         coarse = load_hf(out, ponder_tau=0.3)
         assert coarse.config.ponder_tau == 0.3

@@ -8,7 +8,7 @@ import torch
 
 from checkpoints import make_checkpoint
 from megatron_ponder.data.tokenizer import Tokenizer
-from megatron_ponder.inference.scoring import hard_forward, kept_steps_of
+from megatron_ponder.inference.scoring import hard_forward
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import show_ponder as show_tool  # noqa: E402
@@ -22,7 +22,7 @@ def test_html_and_png_show_the_steps(tmp_path, tool_tokenizer, capsys):
     shown = [int(s) for s in re.findall(r'<span title="(\d+) steps?"', page)]
     tok = Tokenizer.load(tool_tokenizer)
     ids = [tok.eod_id] + tok.encode(text)
-    expected = kept_steps_of(hard_forward(model, torch.tensor([ids])), 0.05)[0, 1:].tolist()
+    expected = hard_forward(model, torch.tensor([ids])).kept_steps(0.05)[0, 1:].tolist()
     assert shown == expected and len(set(shown)) >= 2
     assert "<quiet" not in page and "&lt;" in page and "&amp;" in page  # escaped, not injected
     png = (tmp_path / "view.png").read_bytes()

@@ -1,0 +1,115 @@
+"""A trainer checkpoint on disk, read: where its steps are, its manifest verified, its common
+state and a model's sharded state loaded from it. The contract between the trainer, which
+writes checkpoints (training/checkpoint.py), and everything that reads them (inference,
+sweeps, tools). The layout's names are run_layout.py's.
+
+Every read goes through `read_common` or `load_sharded`, which verify the manifest first
+(checkpoint_manifest.py): a damaged checkpoint is a CheckpointError naming its files, never
+data loaded silently.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+from megatron.core import dist_checkpointing
+
+from megatron_ponder.model import checkpoint_manifest
+from megatron_ponder.run_layout import STEP_DIR, TRACKER
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def step_path(directory: Path, step: int) -> Path:
+    return Path(directory) / f"step_{step:07d}"
+
+
+def complete_steps(directory: Path) -> list[int]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    steps = []
+    for entry in directory.iterdir():
+        match = STEP_DIR.match(entry.name)
+        if match and (entry / "metadata.json").is_file():
+            steps.append(int(match.group(1)))
+    return sorted(steps)
+
+
+def resume_candidates(directory: Path) -> list[int]:
+    """Complete steps in the order a resume tries them: the tracker's, then newest first."""
+    complete = complete_steps(directory)[::-1]
+    tracker = Path(directory) / TRACKER
+    if tracker.is_file():
+        text = tracker.read_text().strip()
+        if text.isdigit() and int(text) in complete:
+            complete.remove(int(text))
+            return [int(text), *complete]
+    return complete
+
+
+def latest_step(directory: Path) -> int | None:
+    """The tracker's step if that checkpoint is complete, else the newest complete one."""
+    candidates = resume_candidates(directory)
+    return candidates[0] if candidates else None
+
+
+# Checkpoints this process verified: (path, manifest inode, manifest mtime).
+# A checkpoint never changes once renamed into place (a re-save makes a new directory), so
+# the tools' and the trainer's several reads of one checkpoint hash it once.
+_verified: set[tuple] = set()
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise CheckpointError naming every file of `path` that does not match its manifest.
+    A checkpoint without one (saved before checksums existed) loads with a warning.
+    A collective when several processes run: every rank calls it."""
+    path = Path(path)
+    manifest = path / checkpoint_manifest.MANIFEST
+    try:
+        stat = manifest.stat()
+        key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns)
+    except FileNotFoundError:
+        key = (str(path.resolve()), None, None)
+    if key in _verified:
+        return
+    problems = checkpoint_manifest.verify(path)
+    if problems is None:
+        if rank() == 0:
+            print(f"warning: {path} has no {checkpoint_manifest.MANIFEST} (saved before "
+                  "checkpoints carried checksums): loading it unverified", file=sys.stderr)
+    elif problems:
+        raise CheckpointError(f"checkpoint {path} is damaged: " + "; ".join(problems))
+    _verified.add(key)
+
+
+def read_common(path: Path) -> dict:
+    """The checkpoint's common state (config, train state, world size), once verified."""
+    verify_checkpoint(path)
+    try:
+        return dist_checkpointing.load_common_state_dict(str(path))
+    except Exception as err:  # an unpicklable or missing common.pt
+        raise CheckpointError(f"checkpoint {path}: its common state (common.pt) cannot be read "
+                              f"({type(err).__name__}: {str(err)[:300]})") from None
+
+
+def load_sharded(template: dict, path: Path, hint: str) -> dict:
+    """dist_checkpointing.load of a verified checkpoint, its failures (a missing shard,
+    another model) as a CheckpointError naming the checkpoint and what to do (`hint`)."""
+    verify_checkpoint(path)
+    try:
+        return dist_checkpointing.load(template, str(path))
+    except BaseException as err:  # CheckpointException derives from BaseException
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model or is incomplete ({type(err).__name__}: "
+            f"{str(err)[:500]}); {hint}") from None
