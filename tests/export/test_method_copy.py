@@ -2,6 +2,9 @@
 without the package): the copy equals the registry, and every method the file supports
 behaves in it as in the package (the parallel hard forward and token-by-token decoding)."""
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -18,6 +21,13 @@ from megatron_ponder.ponder.registry import METHODS, get_method, names_where
 DECODABLE = names_where(lambda m: m.decodes_with_slot_cache)
 TOL = 1e-4  # fp32 max abs on logits (the export's bound): two implementations, other kernels
 TAU = 0.2
+
+
+def test_the_file_imports_nothing_of_the_package():
+    tree = ast.parse(Path(hf.__file__).read_text())
+    modules = [alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names]
+    modules += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert "torch" in modules and not [m for m in modules if m.startswith("megatron")]
 
 
 def test_the_copy_holds_the_slot_cache_methods_with_the_registry_facts():
