@@ -1,5 +1,5 @@
 """Dependencies between the package's parts point one way (architecture.md):
-ponder, attention <- config <- outputs <- data, parallel, model <- training, inference,
+ponder, attention <- config <- run_layout <- data, parallel, model <- training, inference,
 export <- sweeps, launch <- the entry points (train.py, demo.py). Every import counts, also those inside
 functions."""
 
@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "megatron_ponder"
 LEVEL = {
     "ponder": 0, "attention": 0,
     "config": 1,
-    "outputs": 2,
+    "run_layout": 2,
     "data": 3, "parallel": 3, "model": 3,
     "training": 4, "inference": 4, "export": 4,
     "sweeps": 5, "launch": 5,

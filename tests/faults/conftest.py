@@ -38,7 +38,7 @@ def saved_run(tiny_data, tmp_path_factory) -> Path:
     """A run directory holding one checkpoint (step 3, the tiny model's initial weights and
     a fresh optimizer state), saved without training. Tests must leave it unchanged."""
     from megatron_ponder.config import config_from_dict
-    from megatron_ponder.inference.checkpoint_io import save_training_checkpoint
+    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
     from tiny_runs import run_dict

@@ -30,7 +30,7 @@ import sweep as sweep_tool  # noqa: E402
 @pytest.fixture
 def run(tiny_data, tmp_path) -> Path:
     """A run directory as the trainer leaves it: config, metrics and a step-2 checkpoint."""
-    from megatron_ponder.inference.checkpoint_io import save_training_checkpoint
+    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
 
