@@ -1,7 +1,7 @@
 """Dependencies between the package's parts point one way (architecture.md):
 ponder, attention <- config <- run_layout <- data, parallel, model <- training, inference,
-export <- sweeps, launch <- the entry points (train.py, demo.py). Every import counts, also those inside
-functions."""
+export <- sweeps, launch <- the entry points (train.py, demo.py). Every import counts, also
+those inside functions."""
 
 import ast
 from pathlib import Path
