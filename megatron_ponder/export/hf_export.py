@@ -22,6 +22,7 @@ from megatron_ponder.config import Config, ConfigError, config_from_dict, config
 from megatron_ponder.export import hf_weights
 from megatron_ponder.ponder.registry import get_method, names_where
 from megatron_ponder.run_layout import EXPORT_WEIGHTS, check_export_output
+
 MODELING_FILE = Path(__file__).with_name("modeling_ponder.py")
 WEIGHTS = EXPORT_WEIGHTS  # what marks a folder as an export (run_layout.is_export)
 

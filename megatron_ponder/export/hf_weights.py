@@ -5,9 +5,9 @@ and one value head. Concatenating the query parts over groups gives heads in HF 
 HF's GQA maps query head h to kv head h // (heads / groups), as megatron does. The SwiGLU
 fc1 weight is [gate; up]; a QKV bias (Qwen2) splits like the weight's rows. Embeddings are
 stored unscaled (the model's embedding scale is the config's embedding_scale), except for
-a method that adds nothing to the decoder (vanilla), exported as a plain LlamaForCausalLM / Qwen2ForCausalLM, which have no embedding
-multiplier: there the scale is folded into the weights (bitwise when it is 1, as for
-imported Llama-family checkpoints).
+a method that adds nothing to the decoder (vanilla), exported as a plain LlamaForCausalLM /
+Qwen2ForCausalLM, which have no embedding multiplier: there the scale is folded into the
+weights (bitwise when it is 1, as for imported Llama-family checkpoints).
 """
 
 from __future__ import annotations
