@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.scoring import check_tau
     from megatron_ponder.ponder.registry import names_where
     from megatron_ponder.run_layout import check_output_dir
-    from megatron_ponder.training.checkpoint import CheckpointError
+    from megatron_ponder.model.checkpoint_files import CheckpointError
 
     try:
         out = check_output_dir(args.output, "--output")  # before the load: fail fast

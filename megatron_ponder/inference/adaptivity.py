@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from megatron_ponder.inference.scoring import hard_forward, kept_steps_of
+from megatron_ponder.inference.scoring import hard_forward_at
 from megatron_ponder.ponder.loss import expected_steps_per_token
 
 CLASSES = ("word start", "word continuation", "punctuation", "digits", "whitespace", "other")
@@ -50,7 +50,8 @@ def token_steps(model, batches: list[dict], taus: list[float]) -> TokenSteps:
             parts["entropy"].append(-(log_s.exp() * log_s).sum(-1).transpose(0, 1).flatten())
             parts["loss"].append(model.decoder.cross_entropy(soft.logits, labels).flatten())
             for tau in taus:
-                executed[tau].append(kept_steps_of(hard_forward(model, tokens, tau), tau).flatten())
+                # taus checked by the caller (tools/ponder_analysis.py), once
+                executed[tau].append(hard_forward_at(model, tokens, tau).kept_steps(tau).flatten())
     finally:
         model.train(was_training)
     as_numpy = {key: torch.cat(values).double().numpy() for key, values in parts.items()}

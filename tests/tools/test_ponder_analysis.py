@@ -10,7 +10,7 @@ import pytest
 from checkpoints import make_checkpoint
 from megatron_ponder.inference.adaptivity import identity_share, piece_text, token_class
 from megatron_ponder.inference.heldout import heldout_batches
-from megatron_ponder.inference.ppl_sweep import sweep_taus
+from megatron_ponder.inference.ppl_sweep import score_at_taus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import ponder_analysis as analysis_tool  # noqa: E402
@@ -59,11 +59,11 @@ def test_analysis_tool_tables_add_up(tmp_path, tool_data, capsys):
     assert len(summary["by_frequency_decile"]) >= 8 and len(summary["by_position"]) == 8
     # Executed steps equal the scoring engine's on the same sequences.
     batches = heldout_batches(model.cfg, split="valid", samples=32, batch_size=8, data_seed=0)
-    rows = sweep_taus(model, batches, [0.01, 0.2])
+    rows = score_at_taus(model, batches, [0.01, 0.2])
     overall = summary["overall"]
     for row in rows:
         assert overall["executed_steps_mean"][f"{row['tau']:g}"] == pytest.approx(
-            row["mean_latent_steps"], abs=1e-9)
+            row["executed_steps"], abs=1e-9)
         assert sum(overall["executed_steps_histogram"][f"{row['tau']:g}"]) == n
     # This router's decisions depend on the token (random weights): not one decision for all.
     assert overall["expected_steps_std"] > 0.05
