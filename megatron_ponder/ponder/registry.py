@@ -95,7 +95,8 @@ class PonderLM3(PonderLM2):
         return 2 * shape.hidden * (k + 1)
 
     def executed_steps(self, k, kept_steps=None):
-        return float(self._require_kept(kept_steps).float().mean())
+        # float64: a mean of integer counts, as exact as the analysis tools compute it
+        return float(self._require_kept(kept_steps).double().mean())
 
     def cache_slots(self, k, num_tokens, kept_steps):
         return self._require_kept(kept_steps).to(torch.float64) + 1
