@@ -24,6 +24,7 @@ from megatron_ponder.ponder.registry import METHODS
 LATENT_INITS = ("growth", "copy")
 ROUTERS = ("linear", "mlp")
 PRECISIONS = ("auto", "fp32", "bf16")
+RECOMPUTE = ("none", "layers", "passes")
 WANDB_MODES = ("offline", "online", "disabled")
 ENGINES = ("megatron", "deepspeed")
 
@@ -174,6 +175,9 @@ class TrainConfig:
     # Run the decoder layers under torch.compile (model/compile.py): the first step pays
     # the compilation (minutes on a 2-core CPU), every later step runs fused kernels.
     compile: bool = False
+    # Activation recomputation: "none", "layers" (each layer of each pass keeps only its
+    # input) or "passes" (each pass keeps only its block stack's input); tools/plan_memory.py.
+    recompute: str = "none"
     # Peak FLOP/s per device for MFU; 0 = a table of GPUs, or a measured matmul rate on CPU.
     peak_tflops: float = 0.0
 
@@ -355,6 +359,8 @@ def _validate_run(cfg: Config) -> None:
     _require(not (t.compile and cfg.parallel.zero_stage == 3), "train.compile", t.compile,
              "is not supported with parallel.zero_stage=3; use zero_stage 1 or 2, or "
              "train.compile=false")
+    _require(t.recompute in RECOMPUTE, "train.recompute", t.recompute,
+             f"valid values: {', '.join(RECOMPUTE)}")
     _require(lg.wandb in WANDB_MODES, "logging.wandb", lg.wandb,
              f"valid values: {', '.join(WANDB_MODES)}")
 

@@ -32,6 +32,10 @@ class SoftMaskCoreAttention(MegatronModule):
     def forward(self, query, key, value, attention_mask, attn_mask_type=None,
                 attention_bias=None, packed_seq_params=None):
         """query [sq, b, np, hn], key/value [sk, b, ng, hn] -> [sq, b, np * hn]."""
+        # megatron's q, k, v are views of one fused QKV output. q and k are replaced by their
+        # RoPE outputs, but a backend that saves v (plain SDPA without a bias, flex) would keep
+        # the whole fused buffer, (heads + 2 groups) x head dim per slot, alive for the backward.
+        value = value.contiguous()
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
         if attention_mask is not None and not torch.is_tensor(attention_mask):
             out = attention_mask.attend(self.layer_number, q, k, v, self.attend, self.scale)

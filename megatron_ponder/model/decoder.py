@@ -11,6 +11,7 @@ the last (the head is untied, so no weight is shared between stages).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,7 @@ from megatron.core.transformer.spec_utils import build_module
 from torch import nn
 
 from megatron_ponder.config import Config
+from megatron_ponder.model.recompute import recomputed, should_recompute
 from megatron_ponder.model.rope import RotaryTable
 from megatron_ponder.model.spec import final_norm_module, ponder_layer_spec
 from megatron_ponder.ponder.registry import get_method
@@ -55,7 +57,9 @@ class PonderDecoder(MegatronModule):
             if method.uses_pause:
                 self.pause_embedding = nn.Parameter(torch.empty(m.hidden_size))
         self.sequence_parallel = cfg.parallel.sequence_parallel
-        spec = ponder_layer_spec(p.attention_backend, self.sequence_parallel, fused_kernels)
+        self.recompute_passes = cfg.train.recompute == "passes"
+        spec = ponder_layer_spec(p.attention_backend, self.sequence_parallel, fused_kernels,
+                                 recompute_layers=cfg.train.recompute == "layers")
         self.decoder = TransformerBlock(
             config, spec, post_layer_norm=False,
             pg_collection=ProcessGroupCollection.use_mpu_process_groups(),
@@ -94,10 +98,9 @@ class PonderDecoder(MegatronModule):
             key_log_w = copy_to_tensor_model_parallel_region(key_log_w, self.tp_group)
         if self.sequence_parallel:  # the slot operations outside the stack see whole sequences
             inputs = scatter_to_sequence_parallel_region(inputs, group=self.tp_group)
-        hidden = self.decoder(
-            hidden_states=inputs, attention_mask=key_log_w,
-            rotary_pos_emb=self.rotary(position_ids),
-        )
+        stack = functools.partial(self.decoder, hidden_states=inputs, attention_mask=key_log_w,
+                                  rotary_pos_emb=self.rotary(position_ids))
+        hidden = recomputed(stack) if self.recompute_passes and should_recompute(self) else stack()
         if self.sequence_parallel:
             # Downstream every TP rank computes the same full gradient (replicated norm and
             # router, the head's input all-reduced): backward keeps this rank's chunk.

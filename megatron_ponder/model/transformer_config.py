@@ -17,7 +17,7 @@ def _filled_by_init_py(tensor: torch.Tensor) -> torch.Tensor:
 
 def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32,
                           fused_kernels: bool = False) -> TransformerConfig:
-    """fused_kernels: Transformer Engine's SwiGLU and fused RoPE (with its layer spec)."""
+    """fused_kernels: Transformer Engine's fused RoPE (with its layer spec)."""
     m = cfg.model
     return TransformerConfig(
         num_layers=m.num_layers,
@@ -30,6 +30,9 @@ def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32
         layernorm_epsilon=m.norm_eps,
         gated_linear_unit=True,  # SwiGLU
         activation_func=F.silu,
+        # The MLP applies the spec's activation module to the whole fc1 output: TE's SwiGLU
+        # (fused_kernels) or model/swiglu.py; despite its name the hook needs no TE.
+        use_te_activation_func=True,
         add_bias_linear=False,
         add_qkv_bias=m.qkv_bias,
         hidden_dropout=0.0,
@@ -39,7 +42,6 @@ def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32
         masked_softmax_fusion=False,
         # TE's fused RoPE takes our per-slot angle table [S, 1, 1, D] as megatron's does.
         apply_rope_fusion=fused_kernels,
-        use_te_activation_func=fused_kernels,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
         sequence_parallel=cfg.parallel.sequence_parallel,
