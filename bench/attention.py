@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,30 +30,6 @@ RATIO_S = 2048  # the sequence length the headline ratios are reported at
 
 
 # ----------------------------------------------------------------------------- worker (one run)
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak_rss() -> bool:
-    """Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_bytes(reset_ok: bool) -> int:
-    if reset_ok:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # lifetime peak: may overstate "before"
-
 
 def _make_step(cfg: dict, seq: int):
     """Build inputs and return step() doing one fwd+bwd of cfg['backend'] at length seq."""
@@ -107,12 +81,14 @@ def measure_memory(cfg: dict) -> float:
         step()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     _make_step(cfg, min(cfg["seq"], 128))()  # init thread pools and kernels at a negligible size
+    from megatron_ponder.memory.measure import peak_rss_bytes, reset_peak_rss, rss_bytes
+
     step = _make_step(cfg, cfg["seq"])
     # First full-size step: the allocator holds no freed memory yet that it could reuse unseen.
-    reset_ok = _reset_peak_rss()
-    before = _rss_bytes()
+    reset_ok = reset_peak_rss()
+    before = rss_bytes()
     step()
-    return max(_peak_rss_bytes(reset_ok) - before, 0) / 2**20
+    return max(peak_rss_bytes(reset_ok) - before, 0) / 2**20
 
 
 def measure_times(cfg: dict) -> dict:

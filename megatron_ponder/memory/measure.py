@@ -1,5 +1,8 @@
-"""Exact tensor memory of a piece of code, on any device: every tensor storage the code
-creates is counted from its creation until it is freed.
+"""Memory of a piece of code: exact tensor bytes on any device (TensorMemoryTracker), and the
+process's peak resident memory on Linux (what the benchmarks report on CPU).
+
+TensorMemoryTracker counts every tensor storage the code creates from its creation until it
+is freed.
 
 A TorchDispatchMode sees each operator's outputs (forward and backward, also inside
 activation recomputation); a finalizer on each new storage subtracts it when the storage dies.
@@ -11,6 +14,8 @@ costs time per operator: use it on small models (tests, the planner's checks).
 
 from __future__ import annotations
 
+import os
+import resource
 import weakref
 
 import torch
@@ -51,3 +56,29 @@ class TensorMemoryTracker(TorchDispatchMode):
 
     def reset_peak(self) -> None:
         self.peak = self.held
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> bool:
+    """Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes(reset_ok: bool) -> int:
+    """VmHWM since the last reset_peak_rss(); without a reset, the lifetime peak (which may
+    overstate the peak after a given moment)."""
+    if reset_ok:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
