@@ -20,6 +20,7 @@ waits can form. A dead peer fails the receive (gloo) or hits parallel.distribute
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -89,9 +90,11 @@ class PipelineSchedule:
 
     def __init__(self, model, programs: list[PassProgram], batches: list[dict],
                  autocast: Callable, train: bool,
-                 score: Callable[[Any, dict], Any] | None = None):
+                 score: Callable[[Any, dict], Any] | None = None,
+                 backward_autocast: Callable = contextlib.nullcontext):
         self.model, self.programs, self.batches = model, programs, batches
         self.autocast, self.train, self.score = autocast, train, score
+        self.backward_autocast = backward_autocast
         self.first = parallel_state.is_pipeline_first_stage(ignore_virtual=True)
         self.last = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
         self.ring = _Ring()
@@ -186,8 +189,9 @@ class PipelineSchedule:
         tic = time.perf_counter()
         pairs = [(o, g) for o, g in zip(unit.outputs, grads) if o.requires_grad]
         if pairs:
-            torch.autograd.backward([o for o, _ in pairs],
-                                    [g.to(o.dtype) if g is not None else None for o, g in pairs])
+            with self.backward_autocast():
+                torch.autograd.backward([o for o, _ in pairs],
+                                        [g.to(o.dtype) if g is not None else None for o, g in pairs])
         self.busy_s += time.perf_counter() - tic
         if not self.first:
             self.ring.send(_grad_or_zeros(unit.inputs[0]), to_next=False, tag=_GRAD_HIDDEN)
@@ -241,11 +245,14 @@ def _mean_of(dicts: list[dict[str, float]]) -> dict[str, float]:
 
 
 def pipeline_step(model, batches: list[dict], step: int, autocast: Callable, *, train: bool = True,
-                  jacobi: int | None = None, score: Callable | None = None) -> PipelineResult:
+                  jacobi: int | None = None, score: Callable | None = None,
+                  backward_autocast: Callable = contextlib.nullcontext) -> PipelineResult:
     """Forward (and, when training, backward) of `batches` (dicts of tokens, labels,
     loss_mask) through this rank's stage. Gradients accumulate into the parameters as for
-    one backward of the mean loss over the micro-batches."""
+    one backward of the mean loss over the micro-batches. autocast / backward_autocast:
+    contexts for the forward and backward units (training/precision.py)."""
     programs = [model.program(b["tokens"], step=step, jacobi=jacobi) for b in batches]
     for program in programs:
         program.reuse_embeddings = False  # every unit is its own autograd graph
-    return PipelineSchedule(model, programs, batches, autocast, train, score).run()
+    return PipelineSchedule(model, programs, batches, autocast, train, score,
+                            backward_autocast).run()

@@ -31,8 +31,10 @@ class Router(nn.Module):
         nn.init.zeros_(last.bias)
 
     def forward(self, h0: torch.Tensor) -> torch.Tensor:
-        """h0: [..., H] -> router logits [..., K+1]."""
-        return self.net(h0)
+        """h0: [..., H] -> router logits [..., K+1], in fp32 also under bf16 autocast (its
+        logits set the soft mask of every latent slot)."""
+        with torch.autocast(h0.device.type, enabled=False):
+            return self.net(h0.float())
 
 
 def log_tail_probs(router_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

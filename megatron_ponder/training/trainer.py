@@ -4,7 +4,6 @@ file only sequences them."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -33,6 +32,7 @@ from megatron_ponder.training.engines import build_engine, data_parallel_mean
 from megatron_ponder.training.evaluate import evaluate
 from megatron_ponder.training.metrics import MetricsLogger
 from megatron_ponder.training.optim import build_scheduler, resume_changes
+from megatron_ponder.training.precision import backward_autocast, forward_autocast
 from megatron_ponder.training.run_lock import lock_run
 from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE, StopRequest
 from megatron_ponder.training.throughput import peak_flops
@@ -47,15 +47,6 @@ class TrainState:
     step: int = 0  # optimizer steps completed (skipped ones included): the data position
     consecutive_skips: int = 0
     skipped_steps: int = 0
-
-
-def _autocast(cfg: Config, device: torch.device):
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 # The ponder fields that decide which parameters the model has (with every model field).
@@ -112,7 +103,8 @@ class Trainer:
         # tensor- and pipeline-parallel peers share.
         self.model_parallel_size = cfg.parallel.tensor_model_parallel_size * self.pp_size
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.autocast = _autocast(cfg, self.device)
+        self.autocast = forward_autocast(cfg, self.device)
+        self.backward_autocast = backward_autocast(cfg, self.device)
 
         tokenizer = Tokenizer.load(cfg.data.tokenizer)
         check_fits(tokenizer, cfg.model.vocab_size)
@@ -200,7 +192,8 @@ class Trainer:
             self.train_data, step, t.global_batch_size, t.micro_batch_size, self.dp_rank, self.dp_size)]
         self.engine.zero_grad()
         if self.pp_size > 1:
-            result = pipeline_step(self.model, batches, step, self.autocast)
+            result = pipeline_step(self.model, batches, step, self.autocast,
+                                   backward_autocast=self.backward_autocast)
             objective, parts, stats = result.loss, result.parts, result.stats
             pass_slots, extra = result.pass_slots, {"pipeline_bubble": result.bubble_fraction}
         else:
@@ -210,7 +203,8 @@ class Trainer:
                     with self.autocast():
                         out = self.engine.forward(batch["tokens"], step)
                     loss, loss_parts = self.model.loss(out, batch["labels"], batch["loss_mask"])
-                    self.engine.backward(loss / len(batches))
+                    with self.backward_autocast():
+                        self.engine.backward(loss / len(batches))
                 objective += loss.item() / len(batches)
                 for key, value in loss_parts.items():
                     parts[key] = parts.get(key, 0.0) + value.item() / len(batches)
