@@ -1,0 +1,88 @@
+"""Bytes of parameters, gradients and optimizer state on one rank, per engine.
+
+Parameters are fp32 in every engine (bf16 is the trainer's autocast), gradients fp32, AdamW
+keeps exp_avg and exp_avg_sq in fp32 (docs/decisions.md, "Data parallelism"). Sharding:
+- megatron engine, one data-parallel rank (or torch DDP on CPU): nothing is sharded.
+- megatron engine on GPU with DP > 1: the distributed optimizer shards the AdamW state over
+  the DP ranks; gradients live in its fp32 buffer (grad_reduce_in_fp32), parameters stay whole.
+  With fp32 parameters its master weights are views of the parameters (no copy).
+- DeepSpeed ZeRO (Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion
+  Parameter Models", section 5): stage 1 shards the optimizer state, 2 also the gradients,
+  3 also the parameters. DeepSpeed keeps its own fp32 copy of each rank's parameter partition
+  (`single_partition_of_fp32_groups` in stage 1/2, `fp32_partitioned_groups_flat` in stage 3)
+  even when the model is fp32, and reduces gradients through a bucket of `reduce_bucket_size`
+  elements (default 5e8, DeepSpeed's config documentation), which ZeRO-2/3 allocate in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from megatron_ponder.config import Config
+from megatron_ponder.ponder.registry import USES_PAUSE, USES_ROUTER
+
+FP32 = 4
+ADAM_STATES = 2  # exp_avg, exp_avg_sq
+DEEPSPEED_REDUCE_BUCKET = 500_000_000  # elements: DeepSpeed's default reduce_bucket_size
+
+
+@dataclass(frozen=True)
+class StageParams:
+    """Parameters one rank holds on pipeline stage `stage` (its TP shard of each)."""
+
+    matrices: int  # 2-D weights run through the linears (cast to bf16 by autocast)
+    other: int  # embeddings, norms, biases, the pause vector
+
+    @property
+    def total(self) -> int:
+        return self.matrices + self.other
+
+
+def stage_params(cfg: Config, stage: int) -> StageParams:
+    """Counted from model/decoder.py and megatron's layers: per layer QKV h (n + 2g) d (and its
+    bias (n + 2g) d with model.qkv_bias), the output projection n d h, SwiGLU fc1 h 2f and
+    fc2 f h (n, g, f: this rank's share), two RMSNorm weights h; the first stage adds the embedding (v h, this rank's vocabulary rows)
+    and Pause's vector, the last the final norm, the LM head (v h) and PonderLM-3's router."""
+    m, p, par = cfg.model, cfg.ponder, cfg.parallel
+    tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
+    h, d = m.hidden_size, m.hidden_size // m.num_attention_heads
+    n, g, f, v = m.num_attention_heads // tp, m.kv_heads // tp, m.ffn_size // tp, m.vocab_size // tp
+    layers = m.num_layers // pp
+    matrices = layers * (h * (n + 2 * g) * d + n * d * h + 3 * h * f)
+    other = layers * (2 * h + ((n + 2 * g) * d if m.qkv_bias else 0))
+    if stage == 0:
+        other += v * h + (h if p.method in USES_PAUSE else 0)
+    if stage == pp - 1:
+        matrices += v * h
+        other += h
+        if p.method in USES_ROUTER:  # replicated on every TP rank; biases are vectors
+            router_hidden = h if p.router == "mlp" else 0
+            matrices += h * router_hidden + (router_hidden or h) * (p.k + 1)
+            other += router_hidden + p.k + 1
+    return StageParams(matrices, other)
+
+
+@dataclass(frozen=True)
+class StateBytes:
+    params: int
+    grads: int
+    optimizer: int
+
+
+def state_bytes(cfg: Config, params: int, dp: int, cuda: bool) -> StateBytes:
+    """Bytes of a rank's parameters, gradients and optimizer state for `params` parameters,
+    with `dp` data-parallel ranks (see the module docstring for each engine)."""
+    par = cfg.parallel
+    adam = ADAM_STATES * FP32 * params
+    if par.engine == "deepspeed":
+        stage = par.zero_stage
+        bucket = min(DEEPSPEED_REDUCE_BUCKET, params) * FP32 if stage >= 2 else 0
+        partition = -(-params // dp)
+        return StateBytes(
+            params=FP32 * (partition if stage == 3 else params),
+            grads=FP32 * (partition if stage >= 2 else params) + bucket,
+            optimizer=(ADAM_STATES + 1) * FP32 * partition,  # moments + the fp32 partition
+        )
+    distributed = cuda and dp > 1  # megatron's distributed optimizer
+    return StateBytes(params=FP32 * params, grads=FP32 * params,
+                      optimizer=-(-adam // dp) if distributed else adam)
