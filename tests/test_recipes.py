@@ -8,11 +8,13 @@ Run with -s (or -rA) to see the figures; they are also attached with record_prop
 """
 
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from factories import tiny_config
 from megatron_ponder.config import load_config
@@ -23,21 +25,30 @@ RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 # recipes/sweeps/ holds sweep files (a grid of recipes): tests/sweeps/test_sweep_spec.py.
 ALL_RECIPES = sorted(p for p in RECIPES_DIR.rglob("*.yaml")
                      if p.relative_to(RECIPES_DIR).parts[0] != "sweeps")
-SIZES = ("125m", "410m", "1.4b")
+SIZES = ("125m", "410m", "1.4b", "7b")
 METHODS = ("vanilla", "ponderlm2", "ponderlm3")
 PAPER = [(size, method) for size in SIZES for method in METHODS]
 
 V, SEQ, K = 50304, 2048, 3
-# size: hidden, layers, heads, SwiGLU width, lr, tensor-parallel size
+# size: hidden, layers, heads, SwiGLU width, lr, tensor-parallel size, micro-batch
 SHAPES = {
-    "125m": dict(hidden=768, layers=12, heads=12, ffn=2064, lr=3e-4, tp=1),
-    "410m": dict(hidden=1024, layers=24, heads=16, ffn=2752, lr=3e-4, tp=1),
-    "1.4b": dict(hidden=2048, layers=24, heads=32, ffn=5504, lr=2e-4, tp=2),
+    "125m": dict(hidden=768, layers=12, heads=12, ffn=2064, lr=3e-4, tp=1, micro=2),
+    "410m": dict(hidden=1024, layers=24, heads=16, ffn=2752, lr=3e-4, tp=1, micro=1),
+    "1.4b": dict(hidden=2048, layers=24, heads=32, ffn=5504, lr=2e-4, tp=2, micro=4),
+    "7b": dict(hidden=4096, layers=32, heads=32, ffn=11008, lr=1.2e-4, tp=4, micro=2),
 }
-# SwiGLU widths of PonderLM-2's public llama_config/{125m,410m,1.4b}/config.json (the recipes
-# use them), and what ModelConfig's default rule 64 * ceil(8H / 3 / 64) would give instead.
-PONDERLM2_FFN = {"125m": 2064, "410m": 2752, "1.4b": 5504}
-RULE_FFN = {"125m": 2048, "410m": 2752, "1.4b": 5504}
+# Recomputation where the planner needs it (memory only: tests/model/test_recompute.py).
+RECOMPUTE = {("1.4b", "ponderlm2"): "layers", ("1.4b", "ponderlm3"): "layers",
+             ("7b", "ponderlm2"): "layers", ("7b", "ponderlm3"): "layers"}
+GPUS, GPU_GB = 8, 80.0
+# The planner counts tensors; the caching allocator's fragmentation and the CUDA and NCCL
+# contexts come on top (not measured here): a recipe leaves them a tenth of the memory.
+HEADROOM = 0.9
+# SwiGLU widths of PonderLM-2's public llama_config/{125m,410m,1.4b}/config.json and LLaMA-2
+# 7B's (the recipes use them), and what ModelConfig's default rule 64 * ceil(8H / 3 / 64) would
+# give instead.
+PONDERLM2_FFN = {"125m": 2064, "410m": 2752, "1.4b": 5504, "7b": 11008}
+RULE_FFN = {"125m": 2048, "410m": 2752, "1.4b": 5504, "7b": 10944}
 
 # Non-embedding parameters N, per layer: QKV H*(H + 2*kv*d) + proj H*H + SwiGLU 3*H*F
 # + 2 RMSNorms 2H; then the final norm H. Full multi-head attention: kv*d = H.
@@ -45,13 +56,14 @@ NON_EMBEDDING = {
     "125m": 12 * (768 * (768 + 2 * 12 * 64) + 768 * 768 + 3 * 768 * 2064 + 2 * 768) + 768,
     "410m": 24 * (1024 * (1024 + 2 * 16 * 64) + 1024 * 1024 + 3 * 1024 * 2752 + 2 * 1024) + 1024,
     "1.4b": 24 * (2048 * (2048 + 2 * 32 * 64) + 2048 * 2048 + 3 * 2048 * 5504 + 2 * 2048) + 2048,
+    "7b": 32 * (4096 * (4096 + 2 * 32 * 128) + 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096) + 4096,
 }
 # + embedding V*H + untied LM head V*H (+ router Linear(H, K+1): (K+1)*(H+1) for ponderlm3).
 PARAMS = {size: NON_EMBEDDING[size] + 2 * V * SHAPES[size]["hidden"] for size in SIZES}
 ROUTER_PARAMS = {size: (K + 1) * (SHAPES[size]["hidden"] + 1) for size in SIZES}
 PINNED = {  # the same numbers, written out
     "125m": (85_396_224, 162_663_168), "410m": (303_612_928, 406_635_520),
-    "1.4b": (1_214_351_360, 1_420_396_544),
+    "1.4b": (1_214_351_360, 1_420_396_544), "7b": (6_476_271_616, 6_888_361_984),
 }
 
 
@@ -83,12 +95,14 @@ def test_paper_settings(size, method):
     assert (p.method, p.k, p.tau, p.jacobi_train, p.jacobi_eval) == (method, K, 1e-4, [2, 3], 3)
     assert (p.grad_passes, p.compute_penalty, p.latent_init) == (0, 0.0, "growth")
     assert cfg.parallel.tensor_model_parallel_size == s["tp"]
+    assert (t.micro_batch_size, t.recompute) == (s["micro"], RECOMPUTE.get((size, method), "none"))
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_recipes_of_one_size_differ_only_in_the_method(size):
     def comparable(method):
         cfg = asdict(load_config(recipe(size, method)))
+        cfg["train"].pop("recompute")  # memory only, where the planner needs it
         assert cfg["ponder"].pop("method") == method
         assert cfg["train"].pop("output_dir") == f"runs/paper/{size}_{method}"
         assert cfg["logging"].pop("run_name") == f"{size}_{method}"
@@ -194,3 +208,32 @@ def test_flops(size, record_property):
     print(f"\n{size}: " + ", ".join(
         f"{k} {v:.4f}" if isinstance(v, float) and not v.is_integer() else f"{k} {int(v):,}"
         for k, v in figures.items()))
+
+
+@pytest.mark.parametrize("size, method", PAPER)
+def test_paper_recipe_fits_and_states_its_predicted_peak(size, method, record_property):
+    """The planner (megatron_ponder/memory) says every paper recipe fits 8 x 80 GB GPUs with
+    a tenth to spare, and the recipe's comment states the planner's current figure."""
+    from megatron_ponder.memory.plan import plan_memory
+
+    path = recipe(size, method)
+    plan = plan_memory(load_config(path), GPUS, GPU_GB)
+    record_property("predicted_peak_gb", plan.peak / 1e9)
+    assert plan.peak <= HEADROOM * GPU_GB * 1e9, (size, method, plan.peak / 1e9)
+    stated = re.search(r"# Predicted peak per GPU on 8 x 80 GB: ([0-9.]+) GB", path.read_text())
+    assert stated and float(stated.group(1)) == round(plan.peak / 1e9, 1), (
+        f"{path}: state the planner's {plan.peak / 1e9:.1f} GB")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_method_recipes_only_add_the_method_to_their_size(size):
+    """No copies: a method's recipe holds its base, the method, its output names and at most
+    the memory setting; everything else is its size's base.yaml."""
+    for method in METHODS:
+        data = yaml.safe_load(recipe(size, method).read_text())
+        assert data.pop("base") == "base.yaml"
+        assert data.pop("ponder") == {"method": method}
+        assert data.pop("logging") == {"run_name": f"{size}_{method}"}
+        train = data.pop("train")
+        assert train.pop("output_dir") == f"runs/paper/{size}_{method}"
+        assert set(train) <= {"recompute"} and not data, (method, train, data)
