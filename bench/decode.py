@@ -1,9 +1,11 @@
 """Decode speed of a trained tiny PonderLM-3 at several taus against PonderLM-2 (same K) and
-vanilla of the same size: tokens/s and KV-cache entries per token, on CPU.
+vanilla of the same size: tokens/s and KV-cache entries per token, on CPU or (--device) GPU.
 
 Model: the README demo's checkpoint (`python -m megatron_ponder.demo` trains it; H 128,
-2 layers, K 2). PonderLM-2 and vanilla reuse its decoder weights (speed does not depend on
-them). Greedy decoding of --new-tokens tokens after a prompt; only the token-by-token
+2 layers, K 2), or with --recipe a freshly initialised model of a recipe's shape and random
+prompt ids (speed only: its zero-initialised router keeps a share of the latent steps that
+depends on tau alone). PonderLM-2 and vanilla reuse its decoder weights (speed does not
+depend on them). Greedy decoding of --new-tokens tokens after a prompt; only the token-by-token
 phase is timed. Models are interleaved round by round and each keeps its fastest round:
 on a shared machine other jobs only ever add time, so the minimum is the least disturbed. Target (issue 5): wall-clock saving >= 0.8x the FLOPs saving against
 PonderLM-2, judged at the taus that save >= 5% of the FLOPs.
@@ -47,24 +49,48 @@ def sibling(model, cfg, method: str):
     return other
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def decode_once(model, prompt: list[int], new_tokens: int, tau: float, batch: int):
     """(seconds of the token-by-token phase, latent steps per decoded token, cache slots)."""
+    device = next(model.parameters()).device
     engine = SlotDecoder(model, tau)
-    cache = SlotKVCache(batch, (len(prompt) + new_tokens) * engine.slots_per_token)
+    cache = SlotKVCache(batch, (len(prompt) + new_tokens) * engine.slots_per_token, device)
     logits = []
     for row in range(batch):
-        row_logits, _ = engine.prefill(cache, row, torch.tensor(prompt))
+        row_logits, _ = engine.prefill(cache, row, torch.tensor(prompt, device=device))
         logits.append(row_logits)
     logits = torch.stack(logits)
-    rows = torch.arange(batch)
+    rows = torch.arange(batch, device=device)
     steps = []
+    _sync(device)
     start = time.perf_counter()
     for i in range(new_tokens):
         token = logits.argmax(-1)
-        logits, kept = engine.feed(cache, rows, token, torch.full((batch,), len(prompt) + i))
+        logits, kept = engine.feed(cache, rows, token,
+                                   torch.full((batch,), len(prompt) + i, device=device))
         steps.append(kept)
+    _sync(device)
     elapsed = time.perf_counter() - start
     return elapsed, torch.stack(steps, dim=1), cache
+
+
+def random_model(recipe: str, overrides: list[str]):
+    """(PonderLM-3 of a recipe's shape with its seeded initialisation, in eval mode, its Config)."""
+    from megatron_ponder.config import load_config
+    from megatron_ponder.parallel import initialize_parallel
+    from megatron_ponder.ponder.registry import get_method, names_where
+
+    cfg = load_config(recipe, overrides)
+    if not get_method(cfg.ponder.method).uses_router:
+        routed = ", ".join(names_where(lambda method: method.uses_router))
+        sys.exit(f"{recipe}: ponder.method={cfg.ponder.method!r}; the decode bench needs a "
+                 f"routed method ({routed})")
+    initialize_parallel(cfg)
+    return build_model(cfg).eval(), cfg
 
 
 def decode_flops(shape, method, k, prompt_steps, decode_steps) -> float:
@@ -84,14 +110,29 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--recipe", default=None, help="a recipe: random weights of its shape "
+                        "instead of --checkpoint (ponder.method must be ponderlm3)")
+    parser.add_argument("--overrides", nargs="*", default=[], help="dotted overrides of --recipe")
+    parser.add_argument("--prompt-tokens", type=int, default=32, help="random prompt length "
+                        "with --recipe")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if not Path(args.checkpoint).exists():
-        sys.exit(f"no checkpoint at {args.checkpoint}: train the demo first "
-                 f"(python -m megatron_ponder.demo) or pass --checkpoint")
-    ponder, cfg = load_model(args.checkpoint, device="cpu")
-    prompt = [Tokenizer.load(cfg.data.tokenizer).eod_id] + Tokenizer.load(cfg.data.tokenizer).encode(PROMPT)
-    models = {"vanilla": sibling(ponder, cfg, "vanilla"), "ponderlm2": sibling(ponder, cfg, "ponderlm2")}
+    device = torch.device(args.device)
+    if args.recipe:
+        ponder, cfg = random_model(args.recipe, args.overrides)
+        gen = torch.Generator().manual_seed(0)
+        prompt = torch.randint(0, cfg.model.vocab_size, (args.prompt_tokens,), generator=gen).tolist()
+    else:
+        if not Path(args.checkpoint).exists():
+            sys.exit(f"no checkpoint at {args.checkpoint}: train the demo first "
+                     f"(python -m megatron_ponder.demo) or pass --checkpoint or --recipe")
+        ponder, cfg = load_model(args.checkpoint, device="cpu")
+        tokenizer = Tokenizer.load(cfg.data.tokenizer)
+        prompt = [tokenizer.eod_id] + tokenizer.encode(PROMPT)
+    models = {"vanilla": sibling(ponder, cfg, "vanilla").to(device),
+              "ponderlm2": sibling(ponder, cfg, "ponderlm2").to(device)}
+    ponder = ponder.to(device)
     runs = [("vanilla", models["vanilla"], cfg.ponder.tau), ("ponderlm2", models["ponderlm2"], cfg.ponder.tau)]
     runs += [(f"ponderlm3@tau={t:g}", ponder, t) for t in args.taus]
     shape, k = DecoderShape.of(cfg.model), cfg.ponder.k
@@ -107,8 +148,9 @@ def main() -> None:
                 times[name].append(seconds)
                 if name not in results:
                     engine = SlotDecoder(model, tau)
-                    scratch = SlotKVCache(1, len(prompt) * engine.slots_per_token)
-                    _, prompt_steps = engine.prefill(scratch, 0, torch.tensor(prompt))
+                    scratch = SlotKVCache(1, len(prompt) * engine.slots_per_token, device)
+                    _, prompt_steps = engine.prefill(scratch, 0, torch.tensor(prompt, device=device))
+                    steps, prompt_steps = steps.cpu(), prompt_steps.cpu()
                     processed = len(prompt) + args.new_tokens
                     results[name] = {
                         "tau": tau if name in adaptive else None,
@@ -133,7 +175,8 @@ def main() -> None:
     headline = max((r for n, r in results.items() if n in adaptive),
                    key=lambda r: r["flops_saving"])
     print(json.dumps({
-        "bench": "decode", "checkpoint": args.checkpoint, "k": k, "batch": args.batch,
+        "bench": "decode", "checkpoint": None if args.recipe else args.checkpoint,
+        "recipe": args.recipe, "device": args.device, "k": k, "batch": args.batch,
         "new_tokens": args.new_tokens, "rounds": args.rounds, "models": results,
         "flops_saving": headline["flops_saving"], "wallclock_saving": headline["wallclock_saving"],
         "at_tau": headline["tau"],

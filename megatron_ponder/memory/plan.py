@@ -26,7 +26,7 @@ import torch
 from megatron_ponder.config import Config
 from megatron_ponder.memory import activations as act
 from megatron_ponder.memory.states import state_bytes, stage_params
-from megatron_ponder.ponder.registry import USES_ROUTER, build_program
+from megatron_ponder.ponder.registry import build_program, get_method
 from megatron_ponder.training.precision import uses_bf16
 
 GB = 1e9
@@ -100,7 +100,7 @@ def stage_plan(cfg: Config, w: act.Widths, micro_batch: int, stage: int, stages:
     first, last = stage == 0, stage == stages - 1
     length = cfg.data.seq_length
     tokens = micro_batch * length
-    router = cfg.ponder.method in USES_ROUTER
+    router = get_method(cfg.ponder.method).uses_router
     kept = largest = region = layer = wire = 0.0
     for p, n in enumerate(program.passes):
         if p < program.first_pass_with_grad:

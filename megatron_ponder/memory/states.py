@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from megatron_ponder.config import Config
-from megatron_ponder.ponder.registry import USES_PAUSE, USES_ROUTER
+from megatron_ponder.ponder.registry import get_method
 
 FP32 = 4
 ADAM_STATES = 2  # exp_avg, exp_avg_sq
@@ -44,6 +44,7 @@ def stage_params(cfg: Config, stage: int) -> StageParams:
     fc2 f h (n, g, f: this rank's share), two RMSNorm weights h; the first stage adds the embedding (v h, this rank's vocabulary rows)
     and Pause's vector, the last the final norm, the LM head (v h) and PonderLM-3's router."""
     m, p, par = cfg.model, cfg.ponder, cfg.parallel
+    method = get_method(p.method)
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     h, d = m.hidden_size, m.hidden_size // m.num_attention_heads
     n, g, f, v = m.num_attention_heads // tp, m.kv_heads // tp, m.ffn_size // tp, m.vocab_size // tp
@@ -51,11 +52,11 @@ def stage_params(cfg: Config, stage: int) -> StageParams:
     matrices = layers * (h * (n + 2 * g) * d + n * d * h + 3 * h * f)
     other = layers * (2 * h + ((n + 2 * g) * d if m.qkv_bias else 0))
     if stage == 0:
-        other += v * h + (h if p.method in USES_PAUSE else 0)
+        other += v * h + (h if method.uses_pause else 0)
     if stage == pp - 1:
         matrices += v * h
         other += h
-        if p.method in USES_ROUTER:  # replicated on every TP rank; biases are vectors
+        if method.uses_router:  # replicated on every TP rank; biases are vectors
             router_hidden = h if p.router == "mlp" else 0
             matrices += h * router_hidden + (router_hidden or h) * (p.k + 1)
             other += router_hidden + p.k + 1
