@@ -49,8 +49,8 @@ def loss_and_grads(method: str, recompute: str, layout: list[str]):
     return loss, {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-def compare(results: dict, where: str) -> None:
-    for method in METHODS:
+def compare(results: dict, where: str, methods=METHODS) -> None:
+    for method in methods:
         loss, grads = results[method, "none"]
         for mode in MODES:
             loss2, grads2 = results[method, mode]
@@ -72,6 +72,15 @@ def layouts_worker(rank):
 
 def test_recomputed_gradients_equal_the_stored_ones_in_one_process():
     compare(all_modes([]), "one process")
+
+
+def test_recomputation_composes_with_truncated_gradients():
+    """ponder.grad_passes runs the early passes without autograd: nothing to recompute there,
+    and the passes that keep gradients recompute as before."""
+    results = {mode: loss_and_grads("ponderlm3", mode, ["ponder.grad_passes=2"])
+               for mode in ("none", *MODES)}
+    compare({("ponderlm3", mode): r for mode, r in results.items()}, "grad_passes 2",
+            methods=("ponderlm3",))
 
 
 def test_recomputed_gradients_equal_the_stored_ones_at_tp2_and_pp2():
