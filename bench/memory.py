@@ -15,8 +15,13 @@ process per rank (gloo on CPU) and report the rank with the largest measurement.
 Time: ponderlm3 K 3 without and with layer recomputation, stepped alternately in one process
 (median of --repeats steps after a warm-up), on a loaded machine only indicative.
 
+--exact also runs the step under TensorMemoryTracker (memory/measure.py), which counts tensor
+storage exactly: the activations alive after the forward against the planner's kept
+activations, and the step's tensor peak against its prediction, free of the allocator's
+caching and of load (slower: a Python hook per operator).
+
 The last stdout line is JSON: per configuration measured and predicted MiB and the relative
-error, planner_max_rel_error (target <= 0.15), recompute_mem_ratio (ponderlm3 K 3 peak with
+error (with --exact also the exact figures and their errors), planner_max_rel_error (target <= 0.15), recompute_mem_ratio (ponderlm3 K 3 peak with
 layer recomputation / without; target <= 0.5) and recompute_time_ratio (target <= 1.4).
 """
 
@@ -76,8 +81,9 @@ def _batches(cfg, count: int, length: int):
              "loss_mask": torch.ones(cfg.train.micro_batch_size, length)} for _ in range(count)]
 
 
-def _step(model, cfg, batches, device):
-    """One step's forward + backward, the way the trainer runs it."""
+def _step(model, cfg, batches, device, after_forward=None):
+    """One step's forward + backward, the way the trainer runs it; after_forward() is called
+    once the (first) forward's output has been dropped (one process only)."""
     import torch
 
     from megatron_ponder.parallel.pipeline import pipeline_step
@@ -92,10 +98,31 @@ def _step(model, cfg, batches, device):
                 out = model(batch["tokens"].to(device), step=1)
             loss, _ = model.loss(out, batch["labels"].to(device))
             del out
+            if after_forward is not None:
+                after_forward()
+                after_forward = None
             with backward():
                 (loss / len(batches)).backward()
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def tracked_step(model, cfg, batches, device) -> tuple[float | None, float]:
+    """(tensor bytes alive after the forward, without PP; peak tensor bytes of the step),
+    counted exactly (memory/measure.py): what the planner's terms describe, free of the
+    allocator's and the process's own memory."""
+    import gc
+
+    from megatron_ponder.memory.measure import TensorMemoryTracker
+
+    held = []
+    with TensorMemoryTracker() as mem:
+        def after_forward():
+            gc.collect()
+            held.append(mem.held)
+
+        _step(model, cfg, batches, device, after_forward)
+    return (held[0] if held else None), mem.peak
 
 
 def measure_rank(args, name: str, gpus: int) -> dict:
@@ -131,8 +158,15 @@ def measure_rank(args, name: str, gpus: int) -> dict:
         measured = peak_rss_bytes(reset_ok) - before
     stage = parallel_state.get_pipeline_model_parallel_rank()
     plan = plan_stage(cfg, gpus, stage, cuda=device.type == "cuda")
-    predicted = plan.activations_kept + plan.grads + plan.backward_working
-    return {"measured": measured, "predicted": predicted}
+    predicted = plan.activations_and_grads + plan.backward_working
+    result = {"measured": measured, "predicted": predicted}
+    if args.exact:
+        model.zero_grad(set_to_none=True)
+        gc.collect()
+        kept, peak = tracked_step(model, cfg, batches, device)
+        result.update(exact_peak=peak, exact_kept=kept,
+                      predicted_kept=plan.activations_kept if kept is not None else None)
+    return result
 
 
 def _rank_entry(rank, world, port, args, name, out_dir):
@@ -208,6 +242,8 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5, help="timed steps per recomputation mode")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 timed steps")
+    p.add_argument("--exact", action="store_true", help="also count tensor bytes exactly "
+                   "(TensorMemoryTracker: kept activations and peak; slower per operator)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal
     return p.parse_args(argv)
 
@@ -231,23 +267,38 @@ def main(argv=None) -> None:
         args.repeats = 2
     passed = [f"--{key}={getattr(args, key)}" for key in
               ("hidden", "layers", "seq", "batch", "precision", "threads", "warmup", "repeats")]
+    passed += ["--exact"] if args.exact else []
     print(f"# {vars(args)}")
-    print(f"{'configuration':>26} {'measured MiB':>13} {'predicted MiB':>14} {'error':>7}", flush=True)
+    print(f"{'configuration':>26} {'measured MiB':>13} {'predicted MiB':>14} {'error':>7}"
+          + (f" {'exact peak':>11} {'error':>7} {'exact kept':>11} {'error':>7}" if args.exact
+             else ""), flush=True)
     results = {}
     for name in args.configs.split(","):
         r = _worker(passed, name)
         if r is None:
             continue
         r["rel_error"] = r["predicted"] / r["measured"] - 1
-        results[name] = {k: (v / MiB if k != "rel_error" else v) for k, v in r.items()}
-        print(f"{name:>26} {r['measured'] / MiB:>13.1f} {r['predicted'] / MiB:>14.1f} "
-              f"{r['rel_error']:>+7.3f}", flush=True)
+        line = (f"{name:>26} {r['measured'] / MiB:>13.1f} {r['predicted'] / MiB:>14.1f} "
+                f"{r['rel_error']:>+7.3f}")
+        if args.exact:
+            r["exact_peak_rel_error"] = r["predicted"] / r["exact_peak"] - 1
+            line += f" {r['exact_peak'] / MiB:>11.1f} {r['exact_peak_rel_error']:>+7.3f}"
+            if r["exact_kept"]:
+                r["exact_kept_rel_error"] = r["predicted_kept"] / r["exact_kept"] - 1
+                line += f" {r['exact_kept'] / MiB:>11.1f} {r['exact_kept_rel_error']:>+7.3f}"
+        results[name] = {k: (v / MiB if v is not None and "error" not in k else v)
+                         for k, v in r.items()}
+        print(line, flush=True)
     timing = _worker(passed, "time")
     mem = lambda n: results.get(n, {}).get("measured")  # noqa: E731
+    worst = lambda key: max((abs(r[key]) for r in results.values() if key in r),  # noqa: E731
+                            default=None)
     summary = {
         "config": {k: v for k, v in vars(args).items() if k != "worker"},
         "results": results,
-        "planner_max_rel_error": max((abs(r["rel_error"]) for r in results.values()), default=None),
+        "planner_max_rel_error": worst("rel_error"),
+        "planner_max_rel_error_exact_peak": worst("exact_peak_rel_error"),
+        "planner_max_rel_error_exact_kept": worst("exact_kept_rel_error"),
         "recompute_mem_ratio": (mem("ponderlm3-k3-layers") / mem("ponderlm3-k3")
                                 if mem("ponderlm3-k3-layers") and mem("ponderlm3-k3") else None),
         "recompute_time_ratio": timing["layers"] / timing["none"] if timing else None,

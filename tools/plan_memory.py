@@ -46,6 +46,7 @@ def report(plan) -> str:
         f"  optimizer state     {gb(plan.optimizer)}",
         f"  activations kept    {gb(plan.activations_kept)}   (largest pass without "
         f"recomputation: {plan.activations_largest_pass / 1e9:.2f} GB)",
+        f"  activations + gradients at their largest in the backward {gb(plan.activations_and_grads)}",
         f"  + the larger of: bf16 weight copies {gb(plan.autocast_copies)}, backward working "
         f"set {gb(plan.backward_working)}",
         f"  peak                {gb(plan.peak)}   of {plan.gpu_memory / 1e9:.0f} GB: "

@@ -7,6 +7,13 @@ What a step holds at its peak, on the rank (pipeline stage) that holds the most:
   pipeline parallelism every micro-batch's of the step (the schedule runs all forward units
   before the backward units, parallel/pipeline.py), plus the fp32 tensors the pipeline
   received (each unit's input leaves);
+- the weight gradients, as the backward creates them: the backward starts with every kept
+  activation alive and creates the head's gradients (LM head, final norm, router); walking
+  back through the last pass it frees that pass's activations layer by layer while it creates
+  the layers' gradients, then frees the earlier passes' activations with no new gradients.
+  Both change linearly over the layers, so the largest sum is at an end of the last pass:
+  max(kept + head grads, kept - last pass + all grads). With 18-22 passes that is nearly
+  kept + grads; with one pass (vanilla) nearly the larger of the two;
 - on top, the larger of two moments: the end of a forward, when autocast's bf16 copies of the
   weights are alive (torch caches one cast per weight for the autocast region), and the
   backward's working set: the activations of one recomputed region (one layer, or one pass's
@@ -38,6 +45,7 @@ class StagePlan:
 
     kept: float  # activations kept for the backward under train.recompute
     largest_pass: float  # one pass's activations without recomputation, the largest pass
+    last_pass: float  # what the last pass with gradients keeps (the backward frees it first)
     recomputed_region: float  # what recomputation brings back at once (0 without it)
     largest_layer: float  # one layer of the largest pass, without recomputation
     wire: float  # pipeline: the fp32 inputs received, per micro-batch
@@ -56,6 +64,7 @@ class MemoryPlan:
     autocast_copies: float
     activations_largest_pass: float
     activations_kept: float
+    activations_and_grads: float  # the largest sum of the two during the backward
     backward_working: float
     peak: float
     gpu_memory: float
@@ -101,13 +110,14 @@ def stage_plan(cfg: Config, w: act.Widths, micro_batch: int, stage: int, stages:
     length = cfg.data.seq_length
     tokens = micro_batch * length
     router = get_method(cfg.ponder.method).uses_router
-    kept = largest = region = layer = wire = 0.0
+    kept = largest = region = layer = wire = last_pass = 0.0
     for p, n in enumerate(program.passes):
         if p < program.first_pass_with_grad:
             continue  # run without autograd: nothing kept
         slots, positions, bias = n * tokens, n * length, program.has_key_bias(p)
         stack = _stack_bytes(w, slots, positions, bias)
         layer = max(layer, stack / w.layers)
+        before = kept
         if recompute == "none":
             kept += stack
         elif recompute == "layers":
@@ -134,8 +144,9 @@ def stage_plan(cfg: Config, w: act.Widths, micro_batch: int, stage: int, stages:
             # each pipeline unit is its own graph and looks the embeddings up again.
             extra += act.embedding_bytes(w, tokens)
         kept += extra
+        last_pass = kept - before
         largest = max(largest, stack + extra)
-    return StagePlan(kept, largest, region, layer, wire)
+    return StagePlan(kept, largest, last_pass, region, layer, wire)
 
 
 def plan_stage(cfg: Config, gpus: int, stage: int, gpu_memory_gb: float = 80.0,
@@ -156,12 +167,15 @@ def plan_stage(cfg: Config, gpus: int, stage: int, gpu_memory_gb: float = 80.0,
     kept = held * (sp.kept + sp.wire)
     copies = 2 * params.matrices if w.compute_bytes == 2 else 0
     working = max(sp.recomputed_region, sp.largest_layer)
-    peak = states.params + states.grads + states.optimizer + kept + max(copies, working)
+    head_grads = states.grads * params.head / params.total
+    activations_and_grads = max(kept + head_grads, kept - sp.last_pass + states.grads)
+    peak = states.params + states.optimizer + activations_and_grads + max(copies, working)
     return MemoryPlan(
         gpus=gpus, data_parallel=dp, micro_batch_size=b, micro_batches_per_step=micro_batches,
         stage=stage, params=states.params, grads=states.grads, optimizer=states.optimizer,
         autocast_copies=copies, activations_largest_pass=sp.largest_pass,
-        activations_kept=kept, backward_working=working, peak=peak,
+        activations_kept=kept, activations_and_grads=activations_and_grads,
+        backward_working=working, peak=peak,
         gpu_memory=gpu_memory_gb * GB, fits=peak <= gpu_memory_gb * GB, max_micro_batch_size=0)
 
 

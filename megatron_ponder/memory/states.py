@@ -32,6 +32,8 @@ class StageParams:
 
     matrices: int  # 2-D weights run through the linears (cast to bf16 by autocast)
     other: int  # embeddings, norms, biases, the pause vector
+    head: int = 0  # of those, the last stage's LM head, final norm and router: the weights
+    # whose gradients the backward creates first
 
     @property
     def total(self) -> int:
@@ -53,14 +55,18 @@ def stage_params(cfg: Config, stage: int) -> StageParams:
     other = layers * (2 * h + ((n + 2 * g) * d if m.qkv_bias else 0))
     if stage == 0:
         other += v * h + (h if method.uses_pause else 0)
+    head = 0
     if stage == pp - 1:
-        matrices += v * h
-        other += h
+        head = v * h + h
         if method.uses_router:  # replicated on every TP rank; biases are vectors
             router_hidden = h if p.router == "mlp" else 0
+            head += h * router_hidden + (router_hidden or h) * (p.k + 1) + router_hidden + p.k + 1
+        matrices += v * h
+        other += h
+        if method.uses_router:
             matrices += h * router_hidden + (router_hidden or h) * (p.k + 1)
             other += router_hidden + p.k + 1
-    return StageParams(matrices, other)
+    return StageParams(matrices, other, head)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def test_peak_of_a_step_is_within_a_tenth(recompute, build):
     _, peak = measure(build(cfg), cfg)
     plan = plan_memory(cfg, 1, cuda=False, micro_batch=4)
     # What the step adds to the model: parameters and optimizer state exist before it.
-    predicted = plan.activations_kept + plan.grads + plan.backward_working
+    predicted = plan.activations_and_grads + plan.backward_working
     assert predicted == pytest.approx(peak, rel=PEAK_RTOL), (recompute, predicted, peak)
 
 
@@ -168,7 +168,7 @@ def test_per_rank_figures_at_tp2_and_pp2():
     pp2 = config("ponderlm3", 2, ("parallel.pipeline_model_parallel_size=2",
                                   "train.global_batch_size=6"))
     plan = plan_memory(pp2, 2, cuda=False)
-    predicted = plan.activations_kept + plan.grads + plan.backward_working
+    predicted = plan.activations_and_grads + plan.backward_working
     # The planner reports the stage that needs the most.
     assert predicted == pytest.approx(max(r["pp2"] for r in measured), rel=PEAK_RTOL)
 
