@@ -15,9 +15,8 @@ bias being absent (pass 0, the fixed-step methods) or present, and autograd on o
 Inside the compiled region: the norms, RoPE, the linears, SwiGLU and the soft-mask core
 attention (`augmented` and `reference` are plain SDPA calls; `flex` compiles its own kernel
 and stays outside, attention/flex.py). Because the layer's own forward is what is compiled,
-activation recomputation stays outside the graphs: a recomputed layer (train.recompute=layers)
-runs the compiled plain layer under its checkpoint, and a checkpoint around the stack
-(passes) re-runs the compiled layers, so neither adds a graph.
+activation recomputation composes either way round: a checkpoint inside the layer is traced
+with it, a checkpoint around the stack re-runs the compiled layers.
 
 Only the trainer compiles: inference builds its models uncompiled (decoding hands the layers
 a KV-cache step object instead of a bias tensor).
@@ -28,20 +27,13 @@ from __future__ import annotations
 import functools
 
 import torch
-from megatron.core.transformer.transformer_layer import TransformerLayer
-
-from megatron_ponder.model.recompute import RecomputedTransformerLayer
 
 
 def compile_layers(model: torch.nn.Module) -> None:
     """Run every decoder layer of a PonderLM through one compiled forward per layer class
     (parameters and state_dict keys unchanged, so checkpoints do not notice)."""
     for layer in model.decoder.decoder.layers:
-        if isinstance(layer, RecomputedTransformerLayer):  # the checkpoint outside the graph
-            layer.layer_forward = functools.partial(
-                _forward_with_dynamic_slots, _compiled(TransformerLayer), layer)
-        else:
-            layer.forward = functools.partial(_forward_with_dynamic_slots, _compiled(type(layer)), layer)
+        layer.forward = functools.partial(_forward_with_dynamic_slots, _compiled(type(layer)), layer)
 
 
 @functools.cache

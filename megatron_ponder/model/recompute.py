@@ -24,7 +24,6 @@ import torch
 from megatron.core.transformer.transformer_layer import TransformerLayer
 from torch.utils.checkpoint import checkpoint
 
-
 def recomputed(function, *args, **kwargs):
     """function(*args, **kwargs), its activations recomputed in the backward."""
     return checkpoint(function, *args, use_reentrant=False, **kwargs)
@@ -37,14 +36,9 @@ def should_recompute(module: torch.nn.Module) -> bool:
 
 
 class RecomputedTransformerLayer(TransformerLayer):
-    """megatron's TransformerLayer whose activations are recomputed in the backward: its
-    forward runs `layer_forward` (the plain layer's) under the checkpoint. model/compile.py
-    replaces layer_forward with the compiled plain forward, keeping the checkpoint outside the
-    graph, so recomputed and plain layers share the same compiled graphs."""
-
-    layer_forward = TransformerLayer.forward
+    """megatron's TransformerLayer whose activations are recomputed in the backward."""
 
     def forward(self, *args, **kwargs):
         if should_recompute(self):
-            return recomputed(self.layer_forward, *args, **kwargs)
-        return self.layer_forward(*args, **kwargs)
+            return recomputed(super().forward, *args, **kwargs)
+        return super().forward(*args, **kwargs)
