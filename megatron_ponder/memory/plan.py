@@ -16,11 +16,13 @@ What a step holds at its peak, on the rank (pipeline stage) that holds the most:
   kept + grads; with one pass (vanilla) nearly the larger of the two;
 - on top, the larger of two moments: the end of a forward, when autocast's bf16 copies of the
   weights are alive (torch caches one cast per weight for the autocast region), and the
-  backward's working set: the activations of one recomputed region (one layer, or one pass's
-  stack, of the largest pass), or without recomputation one layer of the largest pass. A
-  region's backward frees its activations as it creates their gradients (which have their
-  shapes), so one region's worth bounds both: measured within 4% of the exact peak on CPU
-  (tests/memory), where counting the gradients again overstated it by 25%.
+  backward's working set. Without recomputation that is one layer of the largest pass: a
+  layer's backward frees its activations as it creates their gradients, which have their
+  shapes (counting a second layer's worth overstated the exact peak by 25%). With
+  recomputation, the activations one recomputed region (one layer, or one pass's stack, of
+  the largest pass) brings back at once, plus the gradients in flight while its backward
+  frees them: RECOMPUTED_GRADIENTS of a layer, measured. Against the exact peak on CPU:
+  within 10% for every recompute mode (tests/memory, bench/memory.py --exact).
 Training draws J per step: the plan takes the largest J of ponder.jacobi_train.
 """
 
@@ -37,6 +39,11 @@ from megatron_ponder.ponder.registry import build_program, get_method
 from megatron_ponder.training.precision import uses_bf16
 
 GB = 1e9
+# Gradients in flight during a recomputed region's backward, in layers of the largest pass:
+# measured with bench/memory.py --exact (H 128, 4 layers, L 48, micro-batch 4, PonderLM-3 K 3,
+# fp32, CPU): 1.5 layers of working set in all for `layers`, a stack + 0.5 for `passes`; the
+# prediction is then within 1% (layers, passes) and +9% (layers at TP 2) of the exact peak.
+RECOMPUTED_GRADIENTS = 0.5
 
 
 @dataclass
@@ -166,7 +173,8 @@ def plan_stage(cfg: Config, gpus: int, stage: int, gpu_memory_gb: float = 80.0,
     held = micro_batches if pp > 1 else 1  # GPipe keeps every micro-batch's activations
     kept = held * (sp.kept + sp.wire)
     copies = 2 * params.matrices if w.compute_bytes == 2 else 0
-    working = max(sp.recomputed_region, sp.largest_layer)
+    working = (sp.recomputed_region + RECOMPUTED_GRADIENTS * sp.largest_layer
+               if sp.recomputed_region else sp.largest_layer)
     head_grads = states.grads * params.head / params.total
     activations_and_grads = max(kept + head_grads, kept - sp.last_pass + states.grads)
     peak = states.params + states.optimizer + activations_and_grads + max(copies, working)
