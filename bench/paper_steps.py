@@ -42,7 +42,7 @@ def run(args) -> dict:
     from megatron_ponder.model import build_model
     from megatron_ponder.model.spec import fused_kernels_available
     from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.ponder.flops import DecoderShape, training_flops
+    from megatron_ponder.ponder.flops import DecoderShape
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.precision import backward_autocast, forward_autocast
     from megatron_ponder.training.throughput import peak_flops
@@ -77,8 +77,8 @@ def run(args) -> dict:
             torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - tic)
-            flops.append(b * training_flops(shape, p.method, p.k, out.pass_slots, length,
-                                            p.grad_passes))
+            flops.append(b * model.method.training_flops(shape, p.k, out.pass_slots, length,
+                                                         p.grad_passes))
         losses.append(loss.item())
     step_s = statistics.median(times)
     plan = plan_memory(cfg, 1, cuda=device.type == "cuda")
