@@ -172,24 +172,13 @@ def build_checked(config: GPTDatasetConfig, num_samples: tuple[int, int, int]):
     return train, valid, test
 
 
-def build_datasets(
-    data_cfg: DataConfig,
-    *,
-    vocab_size: int,
-    eod_id: int,
-    seed: int,
-    num_samples: tuple[int, int, int],
-    cache_dir: str | Path | None = None,
-    model_vocab_size: int | None = None,
-) -> tuple[GPTDataset | None, GPTDataset | None, GPTDataset | None]:
+def build_datasets(data_cfg: DataConfig, *, num_samples: tuple[int, int, int], **checks
+                   ) -> tuple[GPTDataset | None, GPTDataset | None, GPTDataset | None]:
     """(train, valid, test) datasets of at least num_samples[i] items each (None where 0).
 
-    vocab_size: the tokenizer's; every token id must be below it (model_vocab_size, when
-    given, is named in that error too). cache_dir: where the index caches go; None =
-    data_cfg.cache_dir. Call on every rank: rank 0 builds the caches, the others wait at a
-    barrier and then load them.
+    checks: check_datasets' keywords (vocab_size: the tokenizer's, every token id must be
+    below it; eod_id; seed; cache_dir, None = data_cfg.cache_dir; model_vocab_size). Call on
+    every rank: rank 0 builds the caches, the others wait at a barrier and then load them.
     """
-    config = check_datasets(data_cfg, vocab_size=vocab_size, eod_id=eod_id, seed=seed,
-                            num_samples=num_samples, cache_dir=cache_dir,
-                            model_vocab_size=model_vocab_size)
+    config = check_datasets(data_cfg, num_samples=num_samples, **checks)
     return build_checked(config, num_samples)
