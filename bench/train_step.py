@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from megatron_ponder.config import config_from_dict  # noqa: E402
 from megatron_ponder.model import build_model  # noqa: E402
@@ -57,6 +58,25 @@ def optimizer_step(model, optimizer, tokens, step: int, jacobi: int | None) -> f
     return time.perf_counter() - start
 
 
+GEMMS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+ATTENTION = "aten::_scaled_dot_product"  # the fused kernels' forward and backward
+
+
+def kernel_shares(model, optimizer, tokens, step: int, jacobi: int | None) -> dict[str, float]:
+    """Shares of one profiled optimizer step's CPU time spent in GEMMs and in fused attention.
+
+    Compilation runs these two through the same kernels as eager (it fuses the elementwise
+    work around them), so eager's share of them bounds what compiling the layers can reach.
+    """
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        optimizer_step(model, optimizer, tokens, step, jacobi)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMMS)
+    attention = sum(e.self_cpu_time_total for e in events if e.key.startswith(ATTENTION))
+    return {"gemm": gemm / total, "attention": attention / total}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=256)
@@ -89,6 +109,9 @@ def main() -> None:
         print(f"step {step}: " + "  ".join(f"{m} {times[m][-1] * 1e3:.0f} ms" for m in methods
                                            if times[m]), file=sys.stderr)
     median = {m: statistics.median(t) for m, t in times.items()}
+    # One more step each, profiled (untimed): where the ponderlm3 step's time goes.
+    shares = {m: kernel_shares(*models[m], tokens, args.warmup + args.steps, jacobi)
+              for m in ("ponderlm3", "ponderlm3" + COMPILED)}
 
     def paired(a: str, b: str) -> float:  # median of per-step ratios
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
@@ -110,6 +133,9 @@ def main() -> None:
         "compiled_over_eager_vanilla_paired": paired("vanilla" + COMPILED, "vanilla"),
         "target_compiled_over_eager_ponderlm3": 0.75,
         "compiled_target_met": compiled["ponderlm3"] <= 0.75,
+        "kernel_shares_ponderlm3": shares,
+        # Compiled/eager if compilation removed everything but the GEMMs and attention.
+        "compiled_floor_ponderlm3": sum(shares["ponderlm3"].values()),
     }))
 
 
