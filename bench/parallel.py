@@ -121,6 +121,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_parallel_"))
     try:
         singles = {}
+        parallel_runs = {}  # (layout, method) -> metrics of the runs that finished
         for method in args.methods.split(","):
             overrides = [*base, f"ponder.method={method}", f"data.cache_dir={work / 'cache'}"]
             print(f"single process, {method} ...", flush=True)
@@ -149,12 +150,14 @@ def main() -> None:
                 matches &= diff <= args.rtol
                 print(f"  max relative loss difference {diff:.2e}, median step "
                       f"{median_step_s(metrics):.3f} s (single {median_step_s(single):.3f} s)", flush=True)
-                if layout == "pp2" and method == args.bubble_method:
-                    cfg = load_config(RECIPE, [*overrides, *LAYOUTS[layout]])
-                    result["bubble_fraction_measured"] = statistics.mean(
-                        r["pipeline_bubble"] for s, r in metrics.items() if s > 1)
-                    result["bubble_fraction_analytic"] = analytic_bubble(cfg, metrics, 2)
+                parallel_runs[layout, method] = metrics
             result[f"{layout}_matches_single"] = matches
+        bubble_run = parallel_runs.get(("pp2", args.bubble_method))
+        if bubble_run is not None:
+            cfg = load_config(RECIPE, [*singles[args.bubble_method][0], *LAYOUTS["pp2"]])
+            result["bubble_fraction_measured"] = statistics.mean(
+                r["pipeline_bubble"] for s, r in bubble_run.items() if s > 1)
+            result["bubble_fraction_analytic"] = analytic_bubble(cfg, bubble_run, 2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
