@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,20 @@ CHECKPOINT_ENTRIES = (TRACKER, MANIFEST, "metadata.json", "common.pt")
 # What tools/export_hf.py writes that nothing else does (megatron_ponder/export/hf_export.py).
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 EXPORT_CONFIG_KEY = "megatron_ponder_config"
+
+
+def write_atomically(path: str | Path, data: str | bytes) -> None:
+    """Write a file whole or not at all: a temporary file next to it (named per process and
+    call, so concurrent writers do not share one), then a rename over `path`; a failed write
+    leaves `path` as it was and no temporary behind. str is written as UTF-8."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.{time.monotonic_ns()}")
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):  # never hide the error that got us here
+            tmp.unlink(missing_ok=True)
 
 
 def _refuse(message: str):

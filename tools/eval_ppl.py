@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -52,12 +51,6 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
@@ -69,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.heldout import heldout_batches
     from megatron_ponder.inference.ppl_sweep import format_table, score_at_taus
     from megatron_ponder.model.checkpoint_files import CheckpointError
-    from megatron_ponder.run_layout import check_output_file
+    from megatron_ponder.run_layout import check_output_file, write_atomically
 
     try:
         if args.samples < 1 or args.batch_size < 1 or args.calibration_samples < 1:
@@ -101,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(rows, model))
     if args.output:
-        write_json(Path(args.output), {"checkpoint": str(args.checkpoint), "method": cfg.ponder.method,
-                                       "k": cfg.ponder.k, "split": args.split,
-                                       "sequences": len(batches) * args.batch_size,
-                                       "seq_length": cfg.data.seq_length, "rows": rows})
+        result = {"checkpoint": str(args.checkpoint), "method": cfg.ponder.method,
+                  "k": cfg.ponder.k, "split": args.split,
+                  "sequences": len(batches) * args.batch_size,
+                  "seq_length": cfg.data.seq_length, "rows": rows}
+        write_atomically(args.output, json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.heldout import heldout_batches
     from megatron_ponder.inference.scoring import check_tau
     from megatron_ponder.ponder.registry import names_where
-    from megatron_ponder.run_layout import check_output_dir
+    from megatron_ponder.run_layout import check_output_dir, write_atomically
     from megatron_ponder.model.checkpoint_files import CheckpointError
 
     try:
@@ -84,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("analysis.json", json.dumps(summary, indent=1) + "\n"),
                        ("analysis.md", markdown(summary, title) + "\n")):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+        write_atomically(out / name, text)
     plot(summary, title, out / "analysis.png")
     o = summary["overall"]
     print(f"{summary['positions']} tokens: expected steps {o['expected_steps_mean']:.3f} +- "

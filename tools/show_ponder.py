@@ -12,7 +12,6 @@ hard-masked forward (the same decisions token-by-token decoding takes).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.ponder_view import render_html, render_png
     from megatron_ponder.inference.scoring import hard_forward_at, resolve_tau
     from megatron_ponder.model.checkpoint_files import CheckpointError
-    from megatron_ponder.run_layout import check_output_file
+    from megatron_ponder.run_layout import check_output_file, write_atomically
 
     out = Path(args.output)
     try:
@@ -70,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     title = f"{Path(args.checkpoint).name}: tau={tau:g}, K={cfg.ponder.k}"
     out.parent.mkdir(parents=True, exist_ok=True)
     html_path, png_path = out.with_name(out.name + ".html"), out.with_name(out.name + ".png")
-    tmp = html_path.with_name(html_path.name + ".tmp")
-    tmp.write_text(render_html(pieces, steps, cfg.ponder.k, title), encoding="utf-8")
-    os.replace(tmp, html_path)
+    write_atomically(html_path, render_html(pieces, steps, cfg.ponder.k, title))
     render_png(pieces, steps, cfg.ponder.k, title, png_path)
     print(f"wrote {html_path} and {png_path} ({len(steps)} tokens, mean {sum(steps) / len(steps):.2f} steps)")
     return 0

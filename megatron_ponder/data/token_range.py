@@ -13,12 +13,12 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from megatron_ponder.data.errors import DataError
+from megatron_ponder.run_layout import write_atomically
 
 CHUNK_TOKENS = 1 << 24  # 32 MiB of uint16 per step: bounded memory for any corpus size
 
@@ -52,14 +52,7 @@ def _remember(cache: Path, record: dict) -> None:
     """Written atomically; skipped where the cache directory is read-only."""
     with contextlib.suppress(OSError):
         cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=cache.name, suffix=".tmp", dir=cache.parent)
-        try:
-            with os.fdopen(fd, "w") as stream:
-                stream.write(json.dumps(record) + "\n")
-            os.replace(tmp, cache)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        write_atomically(cache, json.dumps(record) + "\n")
 
 
 def check_token_ids(prefix: str, dtype: type, vocab_size: int, model_vocab_size: int | None,

@@ -21,9 +21,6 @@ split into pieces of at most ``max_sentence_length`` bytes so that no long line 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -32,7 +29,7 @@ import sentencepiece as spm
 from megatron_ponder.config import ConfigError
 from megatron_ponder.data.documents import check_inputs, iter_documents
 from megatron_ponder.data.errors import DataError
-from megatron_ponder.run_layout import check_output_prefix
+from megatron_ponder.run_layout import check_output_prefix, write_atomically
 
 MODEL_TYPES = ("bpe", "unigram")
 HOW_TO_TRAIN = "train one with tools/train_tokenizer.py"
@@ -195,11 +192,11 @@ def train_tokenizer(
                         f"vocab_size={vocab_size} on {names} ({count[0]} sentences): "
                         f"{message}") from None
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(model_path, model.data)
+    write_atomically(model_path, model.data)
     processor = spm.SentencePieceProcessor(model_proto=model.data)
     vocab = "".join(f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
                     for i in range(processor.get_piece_size()))
-    _write_atomically(model_path.with_suffix(".vocab"), vocab.encode("utf-8"))
+    write_atomically(model_path.with_suffix(".vocab"), vocab)
     return model_path
 
 
@@ -212,12 +209,3 @@ class _BytesWriter:
     def write(self, data: bytes) -> None:
         self.data += data
 
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.{time.monotonic_ns()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):  # never hide the error that got us here
-            tmp.unlink(missing_ok=True)

@@ -12,6 +12,8 @@ import os
 import socket
 from pathlib import Path
 
+from megatron_ponder.run_layout import write_atomically
+
 ENV_DIR = "PONDER_EXIT_CODE_DIR"
 
 
@@ -23,10 +25,8 @@ def record_exit_code(code: int) -> None:
     rank = int(os.environ.get("RANK", "0"))
     path = Path(directory) / f"rank-{rank}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     record = {"rank": rank, "exit_code": code, "host": socket.gethostname()}
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(record) + "\n")
 
 
 def read_exit_codes(directory: str | Path) -> dict[int, dict]:

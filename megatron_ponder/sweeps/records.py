@@ -33,9 +33,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from megatron_ponder.run_layout import write_atomically
 
 SCHEMA = 2
 POINT_KEYS = ("size", "method", "k", "lambda", "seed")
@@ -53,9 +54,7 @@ def write_record(path: Path, record: dict) -> None:
     """Validate, then write atomically (tmp + os.replace): a reader never sees half a file."""
     check_record(record, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(record, indent=1, sort_keys=False) + "\n")
 
 
 def _number(source: str, field: str, value: Any, *, positive: bool = False,

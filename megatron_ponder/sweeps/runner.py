@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from megatron_ponder.config import config_to_dict
+from megatron_ponder.run_layout import write_atomically
 from megatron_ponder.sweeps.spec import RunSpec, Sweep
 from megatron_ponder.training.checkpoint import Checkpointer
 
@@ -75,9 +76,7 @@ def _progress(sweep: Sweep, run: RunSpec) -> str:
 def write_recipe(sweep: Sweep, run: RunSpec) -> Path:
     path = sweep.run_dir(run) / "recipe.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(run.config), sort_keys=False))
-    os.replace(tmp, path)
+    write_atomically(path, yaml.safe_dump(config_to_dict(run.config), sort_keys=False))
     return path
 
 
@@ -99,9 +98,7 @@ def _call_measured(command: list[str], env: dict, usage_path: Path) -> int:
     total = {"cpu_s": previous["cpu_s"] + usage.ru_utime + usage.ru_stime,
              "peak_rss_mib": max(previous["peak_rss_mib"], usage.ru_maxrss / 1024),  # KiB
              "pieces": previous["pieces"] + 1}
-    tmp = usage_path.with_name(usage_path.name + ".tmp")
-    tmp.write_text(json.dumps(total) + "\n")
-    os.replace(tmp, usage_path)
+    write_atomically(usage_path, json.dumps(total) + "\n")
     return proc.returncode
 
 
