@@ -128,7 +128,7 @@ def main() -> None:
             sys.exit(f"no checkpoint at {args.checkpoint}: train the demo first "
                      f"(python -m megatron_ponder.demo) or pass --checkpoint or --recipe")
         ponder, cfg = load_model(args.checkpoint, device="cpu")
-        tokenizer = Tokenizer.load(cfg.data.tokenizer)
+        tokenizer = Tokenizer.load(cfg.data.tokenizer, cfg.data.eod_token)
         prompt = [tokenizer.eod_id] + tokenizer.encode(PROMPT)
     models = {"vanilla": sibling(ponder, cfg, "vanilla").to(device),
               "ponderlm2": sibling(ponder, cfg, "ponderlm2").to(device)}

@@ -127,8 +127,12 @@ class ParallelConfig:
 class DataConfig:
     """Token data: megatron indexed datasets (.bin/.idx) read through GPTDataset."""
 
-    # sentencepiece model; the model's vocabulary must hold every id it produces.
+    # A sentencepiece .model, or a Hugging Face tokenizer folder with tokenizer.json (or that
+    # file); the model's vocabulary must hold every id it produces.
     tokenizer: str = ""
+    # The end-of-document token appended to every document (its text, e.g. "<|endoftext|>");
+    # "" = the tokenizer's EOS. Must be a token of data.tokenizer (checked when it is loaded).
+    eod_token: str = ""
     # Path prefixes of indexed datasets (PREFIX.bin / PREFIX.idx), blended by `weights`.
     prefixes: list[str] = field(default_factory=list)
     # Sampling weights of the prefixes (normalised); empty = proportional to their sizes.

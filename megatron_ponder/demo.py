@@ -28,7 +28,8 @@ def prepare_data(cfg) -> None:
     """Corpus, tokenizer and indexed dataset at the paths the recipe names."""
     from megatron_ponder.data.corpus import write_default_corpus
     from megatron_ponder.data.indexed import preprocess
-    from megatron_ponder.data.tokenizer import Tokenizer, train_tokenizer
+    from megatron_ponder.data.tokenizer import Tokenizer
+    from megatron_ponder.data.tokenizer_training import train_tokenizer
 
     tokenizer_path = Path(cfg.data.tokenizer)
     prefix = Path(cfg.data.prefixes[0])
@@ -41,7 +42,7 @@ def prepare_data(cfg) -> None:
         train_tokenizer([corpus], tokenizer_path.with_suffix(""), cfg.model.vocab_size)
     if not prefix.with_suffix(".idx").exists():
         print(f"[3/4] tokenising into {prefix}.bin/.idx")
-        preprocess([corpus], Tokenizer.load(tokenizer_path), prefix)
+        preprocess([corpus], Tokenizer.load(tokenizer_path, cfg.data.eod_token), prefix)
 
 
 def summary(cfg) -> None:

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
     parser.add_argument("output", help="folder to write (refused if it exists, unless --force "
                         "and it is a previous export; never a run or checkpoint)")
-    parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: "
-                        "data.tokenizer of the checkpoint's config)")
+    parser.add_argument("--tokenizer", default="", help="sentencepiece .model or Hugging Face "
+                        "tokenizer folder (default: data.tokenizer of the checkpoint's config)")
     knob = parser.add_mutually_exclusive_group()
     knob.add_argument("--tau", type=float, default=None,
                       help="ponder_tau written into the config (default: the checkpoint's)")

@@ -38,8 +38,8 @@ def parse_args(argv):
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
     parser.add_argument("--prompt", action="append", required=True,
                         help="prompt text; repeat for a batch")
-    parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: data.tokenizer "
-                        "of the checkpoint's config)")
+    parser.add_argument("--tokenizer", default="", help="sentencepiece .model or Hugging Face "
+                        "tokenizer folder (default: data.tokenizer of the checkpoint's config)")
     parser.add_argument("--max-new-tokens", type=non_negative_int, default=32)
     knob = parser.add_mutually_exclusive_group()
     knob.add_argument("--tau", type=float, default=None, help="hard-pruning threshold "
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
         model, cfg = load_model(args.checkpoint)
-        tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer)
+        tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer, cfg.data.eod_token)
         check_fits(tokenizer, cfg.model.vocab_size)
         prompts = [[tokenizer.eod_id] + tokenizer.encode(p) for p in args.prompt]
         tau = args.tau

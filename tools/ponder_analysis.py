@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data.tokenizer import Tokenizer
     from megatron_ponder.inference.adaptivity import (
-        corpus_frequency, piece_text, summarize, token_steps,
+        corpus_frequency, summarize, token_steps,
     )
     from megatron_ponder.inference.adaptivity_report import markdown, plot
     from megatron_ponder.inference.checkpoint_io import load_model
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         taus = [check_tau(t) for t in (args.taus or [cfg.ponder.tau])]
         if args.data_prefix:
             cfg.data.prefixes, cfg.data.weights = args.data_prefix, []
-        tokenizer = Tokenizer.load(cfg.data.tokenizer)
+        tokenizer = Tokenizer.load(cfg.data.tokenizer, cfg.data.eod_token)
         batches = heldout_batches(cfg, split=args.split, samples=args.samples,
                                   batch_size=args.batch_size, data_seed=args.data_seed)
         frequency = corpus_frequency(cfg.data.prefixes, cfg.model.vocab_size)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    texts = [piece_text(tokenizer.piece(i)) for i in range(tokenizer.vocab_size)]
+    texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
     specials = {i for i in range(tokenizer.vocab_size) if tokenizer.is_special(i)}
     summary = summarize(steps, texts, specials, frequency, cfg.ponder.k, cfg.data.seq_length)
     title = args.title or f"Pondering steps per token: {args.checkpoint}"

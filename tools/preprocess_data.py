@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", nargs="+", required=True, metavar="FILE",
                         help="text or JSONL files, read in this order")
     parser.add_argument("--tokenizer", required=True,
-                        help="sentencepiece .model (tools/train_tokenizer.py)")
+                        help="sentencepiece .model, or Hugging Face tokenizer folder "
+                        "with tokenizer.json (or that file)")
+    parser.add_argument("--eod-token", default="",
+                        help="end-of-document token appended to every document (default: the "
+                        "tokenizer's EOS); must match the recipe's data.eod_token")
     parser.add_argument("--output-prefix", required=True,
                         help="writes PREFIX.bin and PREFIX.idx")
     parser.add_argument("--json-key", default="text", help="field of a JSONL record to read")
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.data.tokenizer import Tokenizer
 
     try:
-        tokenizer = Tokenizer.load(args.tokenizer)
+        tokenizer = Tokenizer.load(args.tokenizer, args.eod_token)
         stats = preprocess(args.input, tokenizer, args.output_prefix, json_key=args.json_key,
                            num_threads=args.threads, progress=not args.no_progress)
     except ConfigError as err:

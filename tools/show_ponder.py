@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--text", help="the text to render")
     source.add_argument("--text-file", help="a UTF-8 file with the text")
     parser.add_argument("--output", required=True, help="PATH: writes PATH.html and PATH.png")
-    parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: the "
-                        "checkpoint's data.tokenizer)")
+    parser.add_argument("--tokenizer", default="", help="sentencepiece .model or Hugging "
+                        "Face tokenizer folder (default: the checkpoint's data.tokenizer)")
     parser.add_argument("--tau", type=float, default=None, help="default: the checkpoint's ponder.tau")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"steps; show_ponder needs a checkpoint of a method with a router "
                               f"(ponderlm3)")
         tau = resolve_tau(model, args.tau)  # checked here, once
-        tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer)
+        tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer, cfg.data.eod_token)
         check_fits(tokenizer, cfg.model.vocab_size)
         ids = [tokenizer.eod_id] + tokenizer.encode(text)
         check_prompts([ids], 0, cfg)

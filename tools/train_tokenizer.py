@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""Train the sentencepiece tokenizer (BPE or unigram, byte fallback) on text/JSONL files.
+"""Train a tokenizer on text/JSONL files: sentencepiece (BPE or unigram, byte fallback) or a
+Hugging Face byte-level BPE tokenizer.json.
 
-Example:
+Examples:
     python tools/train_tokenizer.py --input corpus.jsonl --output-prefix data/tok --vocab-size 8192
 
 writes data/tok.model (and data/tok.vocab, for reading); use it as data.tokenizer.
+
+    python tools/train_tokenizer.py --kind hf-bpe --input corpus.jsonl --output-prefix data/tok \
+        --vocab-size 32000
+
+writes the folder data/tok/ (tokenizer.json, tokenizer_config.json naming the EOS token
+<|endoftext|>); use the folder as data.tokenizer. Both are deterministic.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+KINDS = ("sentencepiece", "hf-bpe")
 
 FORMATS = ("Inputs: .jsonl/.json files hold one JSON object per line with the document in a "
            "string field (--json-key, default 'text'); any other file is UTF-8 text whose "
@@ -27,13 +35,22 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--input", nargs="+", required=True, metavar="FILE",
                         help="text or JSONL files to train on")
+    parser.add_argument("--kind", choices=KINDS, default="sentencepiece",
+                        help="sentencepiece .model, or hf-bpe: a Hugging Face byte-level BPE "
+                        "tokenizer.json")
     parser.add_argument("--output-prefix", required=True,
-                        help="writes PREFIX.model and PREFIX.vocab")
+                        help="sentencepiece: writes PREFIX.model and PREFIX.vocab; hf-bpe: "
+                        "writes the folder PREFIX/ (tokenizer.json, tokenizer_config.json)")
     parser.add_argument("--vocab-size", type=int, required=True,
-                        help="exact vocabulary size (>= 259 with byte fallback)")
-    parser.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
+                        help="sentencepiece: exact vocabulary size (>= 259 with byte fallback); "
+                        "hf-bpe: at most this many (>= 257), fewer if the corpus has no more merges")
+    parser.add_argument("--eos-token", default="<|endoftext|>",
+                        help="hf-bpe: the end-of-document token (id 0)")
+    parser.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe",
+                        help="sentencepiece only")
     parser.add_argument("--no-byte-fallback", action="store_true",
-                        help="map unknown characters to <unk> instead of their UTF-8 bytes")
+                        help="sentencepiece only: map unknown characters to <unk> instead of their "
+                        "UTF-8 bytes")
     parser.add_argument("--json-key", default="text", help="field of a JSONL record to read")
     parser.add_argument("--input-sentence-size", type=int, default=2_000_000,
                         help="sample at most this many lines (0 = all)")
@@ -45,8 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no torch
     from megatron_ponder.config import ConfigError
-    from megatron_ponder.data.tokenizer import Tokenizer, train_tokenizer
+    from megatron_ponder.data.tokenizer import Tokenizer
+    from megatron_ponder.data.tokenizer_training import train_bpe_tokenizer, train_tokenizer
 
+    if args.kind == "hf-bpe":
+        try:
+            path = train_bpe_tokenizer(args.input, args.output_prefix, args.vocab_size,
+                                       json_key=args.json_key, eos_token=args.eos_token)
+            tokenizer = Tokenizer.load(path)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}/tokenizer.json (byte-level BPE, vocab size {tokenizer.vocab_size}, "
+              f"end-of-document {args.eos_token} id {tokenizer.eod_id}) in "
+              f"{time.perf_counter() - start:.1f} s")
+        return 0
     try:
         path = train_tokenizer(
             args.input, args.output_prefix, args.vocab_size, args.model_type,

@@ -1,4 +1,5 @@
-"""The data layer: sentencepiece tokenizer, indexed datasets, GPTDataset splits, batches.
+"""The data layer: tokenizers (sentencepiece or Hugging Face), indexed datasets, GPTDataset
+splits, batches.
 
 Pipeline: text/JSONL files (or the embedded default corpus) -> `train_tokenizer` ->
 `preprocess` into PREFIX.bin/.idx -> `build_datasets` (megatron GPTDataset/BlendedDataset)
@@ -20,7 +21,8 @@ _EXPORTS = {
     "preprocess": "indexed",
     "Tokenizer": "tokenizer",
     "check_fits": "tokenizer",
-    "train_tokenizer": "tokenizer",
+    "train_tokenizer": "tokenizer_training",
+    "train_bpe_tokenizer": "tokenizer_training",
 }
 
 __all__ = sorted(_EXPORTS)

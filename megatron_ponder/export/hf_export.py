@@ -4,8 +4,9 @@ The folder: config.json (PonderLMConfig with auto_map, or a plain LlamaConfig / 
 (QKV biases) for a method that adds nothing to the decoder, vanilla;
 the project config rides along as `megatron_ponder_config` for an exact import), the
 weights as model.safetensors, modeling_ponder.py (this package's standalone file) and the
-sentencepiece tokenizer converted to a transformers tokenizer. Written into DIR.tmp and
-renamed at the end: an interrupted export never leaves a half folder under DIR.
+tokenizer: a Hugging Face tokenizer's files copied unchanged (so AutoTokenizer loads exactly
+what training used), a sentencepiece model converted to a transformers tokenizer. Written
+into DIR.tmp and renamed at the end: an interrupted export never leaves a half folder under DIR.
 """
 
 from __future__ import annotations
@@ -103,19 +104,23 @@ def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Pa
         raise ConfigError(f"ponder.method={cfg.ponder.method!r} cannot be exported: it needs a KV "
                           f"cache per pass; exportable methods: {', '.join(exportable)}")
     out_dir = check_export_output(out_dir, force)  # never a run, --force only an export
-    sp = Tokenizer.load(tokenizer_model)
-    check_fits(sp, cfg.model.vocab_size)
+    tokenizer = Tokenizer.load(tokenizer_model, cfg.data.eod_token)
+    check_fits(tokenizer, cfg.model.vocab_size)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     state = {name: p.detach().float().cpu() for name, p in model.named_parameters()}
     save_file(hf_weights.to_hf(state, cfg), str(tmp / WEIGHTS), metadata={"format": "pt"})
-    config = hf_config(cfg, sp.eod_id)
+    config = hf_config(cfg, tokenizer.eod_id)
     config.update(extra_config or {})
     config.save_pretrained(tmp)
     if not method.plain:
         shutil.copy(MODELING_FILE, tmp / MODELING_FILE.name)
-    convert_tokenizer(sp.path, tmp)
+    if tokenizer.kind == "sentencepiece":
+        convert_tokenizer(tokenizer.path, tmp)
+    else:
+        for file in tokenizer.files():
+            shutil.copyfile(file, tmp / file.name)
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

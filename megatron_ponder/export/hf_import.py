@@ -140,6 +140,8 @@ def stock_config(hf: dict, folder: Path, recipe: str | Path, output_dir: str | P
     data["data"] = dict(data.get("data") or {})
     if not data["data"].get("tokenizer") and (folder / "tokenizer.model").is_file():
         data["data"]["tokenizer"] = str((folder / "tokenizer.model").resolve())
+    elif not data["data"].get("tokenizer") and (folder / "tokenizer.json").is_file():
+        data["data"]["tokenizer"] = str(folder.resolve())  # a Hugging Face tokenizer folder
     try:
         cfg = config_from_dict(data, overrides)
     except ConfigError as err:

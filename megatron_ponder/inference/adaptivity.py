@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# piece_text: a sentencepiece piece as text (what Tokenizer.token_text gives for one).
+from megatron_ponder.data.tokenizer import piece_text  # noqa: F401
 from megatron_ponder.inference.scoring import hard_forward_at
 from megatron_ponder.ponder.loss import expected_steps_per_token
 
@@ -58,14 +60,6 @@ def token_steps(model, batches: list[dict], taus: list[float]) -> TokenSteps:
     return TokenSteps(as_numpy["token"].astype(np.int64), as_numpy["position"].astype(np.int64),
                       as_numpy["expected"], {t: torch.cat(v).numpy() for t, v in executed.items()},
                       as_numpy["entropy"], as_numpy["loss"])
-
-
-def piece_text(piece: str) -> str:
-    """A sentencepiece piece as text: '▁' is a space, <0xNN> the byte's character."""
-    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-        value = int(piece[3:5], 16)
-        return chr(value) if value < 128 else "\ufffd"
-    return piece.replace("\u2581", " ")
 
 
 def token_class(text: str, previous: str | None, special: bool = False) -> str:

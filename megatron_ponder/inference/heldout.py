@@ -26,7 +26,7 @@ def heldout_batches(cfg: Config, *, split: str, samples: int, batch_size: int, d
         raise ConfigError("the number of samples and the batch size must be >= 1")
     if start % batch_size:
         raise ValueError(f"start={start} must be a multiple of batch_size={batch_size}")
-    tokenizer = Tokenizer.load(cfg.data.tokenizer)
+    tokenizer = Tokenizer.load(cfg.data.tokenizer, cfg.data.eod_token)
     check_fits(tokenizer, cfg.model.vocab_size)
     num_samples = [1, 0, 0]
     num_samples[SPLITS[split]] = start + samples

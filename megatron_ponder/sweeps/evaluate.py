@@ -45,7 +45,7 @@ def _validation_batches(cfg: Config, batches: int, micro_batch_size: int, data_s
     from megatron_ponder.data.datasets import build_datasets
     from megatron_ponder.data.tokenizer import Tokenizer
 
-    tokenizer = Tokenizer.load(cfg.data.tokenizer)
+    tokenizer = Tokenizer.load(cfg.data.tokenizer, cfg.data.eod_token)
     # One data seed for every run: all runs are scored on the same validation tokens.
     _, valid, _ = build_datasets(
         cfg.data, vocab_size=tokenizer.vocab_size, eod_id=tokenizer.eod_id, seed=data_seed,

@@ -106,7 +106,7 @@ class Trainer:
         self.autocast = forward_autocast(cfg, self.device)
         self.backward_autocast = backward_autocast(cfg, self.device)
 
-        tokenizer = Tokenizer.load(cfg.data.tokenizer)
+        tokenizer = Tokenizer.load(cfg.data.tokenizer, cfg.data.eod_token)
         check_fits(tokenizer, cfg.model.vocab_size)
         eval_samples = t.eval_batches * t.micro_batch_size
         num_samples = (t.steps * t.global_batch_size, eval_samples, 0)

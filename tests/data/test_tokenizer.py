@@ -68,7 +68,7 @@ def test_training_errors_name_the_problem(data, tmp_path):
 
 
 def test_load_errors_name_the_file(tmp_path):
-    with pytest.raises(DataError, match=r"tokenizer model .*nope\.model does not exist; train"):
+    with pytest.raises(DataError, match=r"tokenizer .*nope\.model does not exist: expected a sentencepiece \.model"):
         Tokenizer.load(tmp_path / "nope.model")
     junk = tmp_path / "junk.model"
     junk.write_bytes(b"this is not a protobuf \x00\xff" * 10)
