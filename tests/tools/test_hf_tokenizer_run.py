@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import eval_ppl as eval_tool  # noqa: E402
 import export_hf as export_tool  # noqa: E402
 import generate as generate_tool  # noqa: E402
+import ponder_analysis as analysis_tool  # noqa: E402
 import preprocess_data as preprocess_tool  # noqa: E402
+import show_ponder as show_tool  # noqa: E402
 import train_tokenizer as train_tool  # noqa: E402
 
 VOCAB = 512  # the tiny run's model.vocab_size
@@ -112,3 +114,21 @@ def test_the_export_ships_the_tokenizer_unchanged(hf_run, tmp_path):
     for text in SAMPLES + docs[:10]:
         assert hf(text).input_ids == tok.encode(text)
         assert hf.decode(hf(text).input_ids) == text
+
+
+def test_show_ponder_and_ponder_analysis_read_bpe_tokens(hf_run, tmp_path):
+    tok, _, run = hf_run
+    text = "The river flows past the old mill."
+    assert show_tool.main([str(run), "--text", text, "--output", str(tmp_path / "view")]) == 0
+    page = (tmp_path / "view.html").read_text()
+    assert page.count('<span title="') == len(tok.encode(text))
+    out = tmp_path / "analysis"
+    assert analysis_tool.main([str(run), "--output", str(out), "--samples", "64",
+                               "--batch-size", "16"]) == 0
+    summary = json.loads((out / "analysis.json").read_text())
+    rows = summary["fewest_steps"] + summary["most_steps"]
+    assert rows  # tokens seen >= 20 times in 64 x 16 positions (" the", ",", ...)
+    # token texts, not byte-level vocabulary entries ("Ġthe" is " the", "Ċ" a newline)
+    assert all(r["text"] == tok.token_text(r["token"]) for r in rows)
+    assert not any("\u0120" in r["text"] or "\u010a" in r["text"] for r in rows)
+    assert any(r["text"].startswith(" ") for r in rows)
