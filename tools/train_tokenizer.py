@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                         "writes the folder PREFIX/ (tokenizer.json, tokenizer_config.json)")
     parser.add_argument("--vocab-size", type=int, required=True,
                         help="sentencepiece: exact vocabulary size (>= 259 with byte fallback); "
-                        "hf-bpe: at most this many (>= 257), fewer if the corpus has no more merges")
+                        "hf-bpe: at most this many (>= 257), fewer if the corpus has no more "
+                        "merges")
     parser.add_argument("--eos-token", default="<|endoftext|>",
                         help="hf-bpe: the end-of-document token (id 0)")
     parser.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe",

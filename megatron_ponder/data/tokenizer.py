@@ -13,9 +13,10 @@ single-text encoding and decoding are megatron's. What it cannot do, and so is d
 tokenizer object megatron holds (`_tokenizer.tokenizer`: the SentencePieceProcessor, or the
 transformers tokenizer whose `_tokenizer` is the `tokenizers` backend):
 
-* batch encoding: megatron's `tokenize` takes one text. For a byte-level BPE
-  ``tokenizer.json`` the backend's `encode_batch_fast` is 2.7x faster than megatron's
-  per-text `tokenize` (one process, 2 cores, 10k short documents: 0.46 s vs 1.22 s), and
+* batch encoding: megatron's `tokenize` takes one text and goes through token strings.
+  For a byte-level BPE ``tokenizer.json`` the backend's `encode_batch_fast` is 1.2-3.1x
+  faster on one thread (0.32 MB of documents, TOKENIZERS_PARALLELISM=false, a shared and
+  loaded 2-core machine: 1.0-4.1 s against 2.1-4.9 s) and can use several threads;
   sentencepiece's batch encode runs `num_threads` threads. tests/data/test_tokenizer_hf.py
   checks that both paths give the same ids;
 * the vocabulary entry of an id and whether it is special (`piece`, `is_special`), and the

@@ -68,7 +68,8 @@ def test_training_errors_name_the_problem(data, tmp_path):
 
 
 def test_load_errors_name_the_file(tmp_path):
-    with pytest.raises(DataError, match=r"tokenizer .*nope\.model does not exist: expected a sentencepiece \.model"):
+    with pytest.raises(DataError, match=r"tokenizer .*nope\.model does not exist: expected a "
+                                        r"sentencepiece \.model"):
         Tokenizer.load(tmp_path / "nope.model")
     junk = tmp_path / "junk.model"
     junk.write_bytes(b"this is not a protobuf \x00\xff" * 10)

@@ -15,7 +15,7 @@ from megatron_ponder.data.tokenizer_training import train_bpe_tokenizer, train_t
 
 BPE_VOCAB = 600
 EOS = "<|endoftext|>"
-SAMPLES = ["The quick brown fox jumps over the lazy dog.\n\n  def f(x):\n\treturn x ** 2  # 42\n",
+SAMPLES = ["The quick brown fox jumps over the lazy dog.\n\n  def f(x):\n\treturn x ** 2  # 4\n",
            "Multiple   spaces,   trailing space \nand a final line", "naïve café ✓ 日本 🙂", ""]
 
 
