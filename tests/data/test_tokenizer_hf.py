@@ -125,3 +125,19 @@ def test_load_errors_name_the_file_and_what_is_valid(bpe, tmp_path):
     with pytest.raises(DataError, match=r"vocab\.json is a \.json file but not named "
                                         r"tokenizer\.json"):
         Tokenizer.load(other)
+
+
+def test_bpe_training_errors_name_the_problem(data, tmp_path):
+    with pytest.raises(DataError, match=r"vocab_size=100 is too small: a byte-level BPE must be "
+                                        r">= 257"):
+        train_bpe_tokenizer([data], tmp_path / "t", 100)
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text(json.dumps({"text": "  "}) + "\n")
+    with pytest.raises(DataError, match=r"no text to train a tokenizer on: every document in "
+                                        r".*blank\.jsonl is empty"):
+        train_bpe_tokenizer([blank], tmp_path / "t", 300)
+    (tmp_path / "file").write_text("taken")
+    with pytest.raises(DataError, match=r"output .*file is a file: a Hugging Face tokenizer is "
+                                        r"a folder"):
+        train_bpe_tokenizer([data], tmp_path / "file", 300)
+    assert not (tmp_path / "t").exists()  # nothing written by a failed training
