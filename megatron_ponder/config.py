@@ -164,6 +164,9 @@ class TrainConfig:
     eval_batches: int = 10
     save_interval: int = 100
     keep_checkpoints: int = 3
+    # Resume from a checkpoint without manifest.json (its files cannot be checked) in this
+    # run; logged in metrics.jsonl. Better: tools/convert_checkpoint.py add-manifest.
+    allow_unverified_checkpoint: bool = False
     # Save and exit (code 3) before this much wall time has passed; 0 = no limit.
     max_wall_time_s: float = 0.0
     # Save and exit (code 3) after every step that is a multiple of this; 0 = never.

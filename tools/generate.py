@@ -32,10 +32,12 @@ def non_negative_int(text: str) -> int:
 def parse_args(argv):
     sys.path.insert(0, str(REPO))  # imports after parsing need it too; this one needs no torch
     from megatron_ponder.inference.budget_args import add_budget_arguments
+    from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    add_allow_unverified(parser)
     parser.add_argument("--prompt", action="append", required=True,
                         help="prompt text; repeat for a batch")
     parser.add_argument("--tokenizer", default="", help="sentencepiece .model (default: data.tokenizer "
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
-        model, cfg = load_model(args.checkpoint)
+        model, cfg = load_model(args.checkpoint, allow_unverified=args.allow_unverified)
         tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer)
         check_fits(tokenizer, cfg.model.vocab_size)
         prompts = [[tokenizer.eod_id] + tokenizer.encode(p) for p in args.prompt]
