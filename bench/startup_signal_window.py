@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # A bare interpreter that installs a SIGTERM handler in its first line: the floor.
-BARE = "import signal; signal.signal(signal.SIGTERM, lambda *a: None); import time; time.sleep(1)"
+BARE = "import signal; signal.signal(signal.SIGTERM, lambda *a: None); print('x')"
 
 
 def catches_sigterm(pid: int) -> bool:
@@ -40,11 +40,26 @@ def catches_sigterm(pid: int) -> bool:
     return False
 
 
+def full_pipe() -> tuple[int, int]:
+    """(read end, write end) of a pipe whose buffer is full: a child writing to it blocks,
+    so a `--help` run stays alive after its handler is installed, however slowly this
+    process polls on a loaded machine."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)  # the child shares the file description: it must block
+    return read_end, write_end
+
+
 def window_ms(command: list[str], repo: Path = REPO) -> float:
     """ms from the spawn until the child catches SIGTERM (it is then stopped)."""
+    read_end, write_end = full_pipe()
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, cwd=repo, stdout=write_end, stderr=subprocess.DEVNULL)
     try:
         while not catches_sigterm(proc.pid):
             if proc.poll() is not None:
@@ -53,6 +68,8 @@ def window_ms(command: list[str], repo: Path = REPO) -> float:
     finally:
         proc.kill()
         proc.wait()
+        os.close(read_end)
+        os.close(write_end)
 
 
 def busy(stop) -> None:
