@@ -60,7 +60,8 @@ WRITER_LOGGER = "megatron.core.dist_checkpointing.strategies.filesystem_async"
 
 class _DropWriteErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and "encountered an error" in record.getMessage())
+        return not (record.levelno >= logging.ERROR
+                    and "encountered an error" in record.getMessage())
 
 
 @contextlib.contextmanager
@@ -129,7 +130,8 @@ def sharded_state(engine, scheduler, train_state: dict, config: dict) -> dict:
 
 class Checkpointer:
     def __init__(self, directory: Path, keep: int, allow_unverified: bool = False):
-        """allow_unverified: read checkpoints without a manifest (train.allow_unverified_checkpoint)."""
+        """allow_unverified: read checkpoints without a manifest (the run's opt-in,
+        train.allow_unverified_checkpoint)."""
         self.directory = Path(directory)
         self.keep = keep
         self.allow_unverified = allow_unverified

@@ -88,7 +88,8 @@ def test_a_stop_while_the_entry_module_imports_exits_3(tiny_recipe, tmp_path, mo
     paused, resume = tmp_path / "paused", tmp_path / "resume"
     recipe = tiny_recipe(tmp_path / "recipe.yaml", tmp_path / "run")
     env = {**os.environ, "PAUSED_FILE": str(paused), "RESUME_FILE": str(resume),
-           "PYTHONPATH": os.pathsep.join([str(shims), *filter(None, [os.environ.get("PYTHONPATH")])])}
+           "PYTHONPATH": os.pathsep.join(
+               [str(shims), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen([sys.executable, "-m", "megatron_ponder.train", str(recipe)], env=env,
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

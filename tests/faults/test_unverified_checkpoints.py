@@ -53,7 +53,8 @@ def test_trainer_refuses_checkpoints_without_a_manifest(tiny_data, six_step_run,
     for step in STEPS:
         assert (f"checkpoint {run / 'checkpoints' / step} has no manifest.json, so its files "
                 "cannot be checked") in result.stderr
-    assert "add-manifest" in result.stderr and "train.allow_unverified_checkpoint=true" in result.stderr
+    assert "add-manifest" in result.stderr
+    assert "train.allow_unverified_checkpoint=true" in result.stderr
     assert (tree_digest(run / "checkpoints"), (run / "metrics.jsonl").read_bytes()) == before
 
 
@@ -96,7 +97,8 @@ def test_with_the_opt_in_a_checkpoint_that_does_not_load_is_skipped_in_one_line(
     trainer, err = resume(tiny_data, run, capsys, allow_unverified_checkpoint=True)
     assert trainer.state.step == 3
     skipped = [line for line in err.splitlines() if line.startswith("skipping a checkpoint:")]
-    assert len(skipped) == 1 and "step_0000006 does not fit this model or is incomplete" in skipped[0]
+    assert len(skipped) == 1
+    assert "step_0000006 does not fit this model or is incomplete" in skipped[0]
     assert "resuming from the newest usable checkpoint" in err and "step_0000003" in err
     assert ("Traceback" in err) == bool(debug)
     if not debug:
