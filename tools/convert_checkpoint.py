@@ -34,6 +34,7 @@ as a checkpoint (its common state reads); its files are hashed as they are now.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -148,8 +149,9 @@ def add_manifest(args) -> None:
     read_common(step, allow_unverified=True)  # a checkpoint at all: its common.pt unpickles
     try:
         checkpoint_manifest.write_manifest(step)
-    except OSError as err:  # a read-only copy, a full disk: the manifest's temporary is gone
-        (step / (checkpoint_manifest.MANIFEST + ".tmp")).unlink(missing_ok=True)
+    except OSError as err:  # a read-only copy, a full disk: no temporary is left behind
+        with contextlib.suppress(OSError):
+            (step / (checkpoint_manifest.MANIFEST + ".tmp")).unlink(missing_ok=True)
         raise CheckpointError(f"cannot write {step / checkpoint_manifest.MANIFEST}: "
                               f"{err.strerror or err}") from None
     print(f"wrote {step / checkpoint_manifest.MANIFEST}")
