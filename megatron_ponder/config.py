@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from megatron_ponder.attention.registry import ATTENTION_BACKENDS
-from megatron_ponder.ponder.registry import METHODS
+from megatron_ponder.ponder.registry import METHODS, get_method
 
 LATENT_INITS = ("growth", "copy")
 ROUTERS = ("linear", "mlp")
@@ -168,6 +168,9 @@ class TrainConfig:
     eval_batches: int = 10
     save_interval: int = 100
     keep_checkpoints: int = 3
+    # Resume from a checkpoint without manifest.json (its files cannot be checked) in this
+    # run; logged in metrics.jsonl. Better: tools/convert_checkpoint.py add-manifest.
+    allow_unverified_checkpoint: bool = False
     # Save and exit (code 3) before this much wall time has passed; 0 = no limit.
     max_wall_time_s: float = 0.0
     # Save and exit (code 3) after every step that is a multiple of this; 0 = never.
@@ -258,6 +261,8 @@ def validate(cfg: Config) -> None:
 
     _require(p.method in METHODS, "ponder.method", p.method, f"valid values: {', '.join(METHODS)}")
     _require(p.k >= 0, "ponder.k", p.k, "must be >= 0 (number of pondering steps)")
+    k_problem = get_method(p.method).k_problem(p.k)
+    _require(k_problem is None, "ponder.k", p.k, k_problem)
     _require(0.0 < p.tau < 1.0, "ponder.tau", p.tau, "must lie strictly between 0 and 1")
     _require(len(p.jacobi_train) > 0 and all(j >= 1 for j in p.jacobi_train),
              "ponder.jacobi_train", p.jacobi_train, "must be a non-empty list of integers >= 1")

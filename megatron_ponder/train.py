@@ -9,13 +9,22 @@ input; 1 anything else (a non-finite loss, a crash).
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import warnings
+# The first lines run as the entry point (`python -m`, torchrun's children): from here on a
+# SIGTERM / SIGUSR1 only records itself, before any other import (argparse, torch and
+# megatron take seconds under load), and run()'s StopRequest takes it over; so a stop during
+# start-up exits 3, not 143. Earlier is the interpreter's own start (README, exit codes).
+if __name__ == "__main__":
+    import signal
 
-# Nothing heavy is imported at module level: run() installs the stop handlers before torch
-# and megatron load (several seconds), so a SIGTERM during start-up is kept, not fatal.
+    _EARLY_SIGNALS: list[int] = []
+    _BEFORE_US = {sig: signal.signal(sig, lambda signum, frame: _EARLY_SIGNALS.append(signum))
+                  for sig in (signal.SIGTERM, signal.SIGUSR1)}
+
+import argparse  # noqa: E402 (after the handlers, on purpose)
+import os  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
 warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|full scope).*")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="megatron")
 # torch.distributed.checkpoint's notices about its own API, raised inside megatron's loader.
@@ -32,16 +41,24 @@ def main(argv: list[str] | None = None, stop=None) -> int:
     parser.add_argument("recipe", help="YAML recipe, e.g. recipes/demo_cpu.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
     args = parser.parse_args(argv)
-    from megatron_ponder.config import ConfigError, load_config
-    from megatron_ponder.data.errors import DataError
-    from megatron_ponder.training.checkpoint import CheckpointError, CheckpointSaveError
     from megatron_ponder.training.signals import EXIT_REQUEUE
-    from megatron_ponder.training.trainer import Trainer
 
-    if stop is not None and stop.reason:  # signalled while importing: build nothing
+    def stopped_during_start_up() -> bool:
+        if stop is None or not stop.reason:
+            return False
         print(f"{stop.reason} during start-up: nothing to save; exit code {EXIT_REQUEUE}: "
               "run the same command again", file=sys.stderr)
         stop.restore()
+        return True
+
+    if stopped_during_start_up():  # before the heavy imports: a requeue need not wait for them
+        return EXIT_REQUEUE
+    from megatron_ponder.config import ConfigError, load_config
+    from megatron_ponder.data.errors import DataError
+    from megatron_ponder.training.checkpoint import CheckpointError, CheckpointSaveError
+    from megatron_ponder.training.trainer import Trainer
+
+    if stopped_during_start_up():  # signalled while importing: build nothing
         return EXIT_REQUEUE
     try:
         cfg = load_config(args.recipe, args.overrides)
@@ -61,10 +78,12 @@ def main(argv: list[str] | None = None, stop=None) -> int:
 def run() -> int:
     """main(), and the exit code recorded for a batch launcher when it asks for it
     (torchrun reports a child's code 3 as its own 1; see megatron_ponder/launch)."""
-    # First of all (a light import): SIGTERM / SIGUSR1 from here on only set a flag.
+    # A light import: SIGTERM / SIGUSR1 from here on set the StopRequest's flag.
     from megatron_ponder.training.signals import StopRequest
 
     stop = StopRequest()
+    if __name__ == "__main__":  # what arrived since the module's first lines counts too
+        stop.adopt(_EARLY_SIGNALS, _BEFORE_US)
     from megatron_ponder.launch.exit_codes import record_exit_code
 
     code = 1  # an exception escaping main

@@ -9,6 +9,7 @@ Examples:
     python tools/convert_checkpoint.py import-hf /models/llama runs/llama_ponder \
         --recipe recipes/continue_cpu.yaml --method ponderlm3 --k 3 train.steps=1000
     python tools/convert_checkpoint.py import-hf exports/demo-hf runs/from_hf
+    python tools/convert_checkpoint.py add-manifest runs/old/checkpoints/step_0001000
 
 reshard loads model and optimizer state through megatron dist_checkpointing at the target
 layout (TP x PP processes, started with torchrun automatically) and saves them there, with
@@ -24,11 +25,16 @@ a fresh optimizer state; parameters the method adds (PonderLM-3's router: zero) 
 pretraining. Without --recipe it imports a folder written by tools/export_hf.py exactly
 (vanilla embeddings within one float32 rounding where the export folded sqrt(2.5 H) in).
 Train the result with: python -m megatron_ponder.train OUTPUT/config.yaml
+
+add-manifest writes manifest.json (the checksums every reader verifies) into a step directory
+that has none, for a checkpoint you vouch for (saved before manifests existed): it must load
+as a checkpoint (its common state reads); its files are hashed as they are now.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -50,6 +56,13 @@ def parse_args(argv):
     reshard.add_argument("output", help="run directory to write (must not hold a run)")
     reshard.add_argument("--tensor-parallel", type=int, required=True)
     reshard.add_argument("--pipeline-parallel", type=int, default=1)
+    sys.path.insert(0, str(REPO))  # the argument helper needs no torch
+    from megatron_ponder.inference.checkpoint_args import add_allow_unverified
+
+    add_allow_unverified(reshard)
+    manifest = sub.add_parser("add-manifest", help="write manifest.json for a checkpoint you "
+                              "vouch for (one saved before manifests existed)")
+    manifest.add_argument("step_dir", help="a step_NNNNNNN directory without manifest.json")
     imp = sub.add_parser("import-hf", help="Hugging Face folder -> trainer checkpoint")
     imp.add_argument("input", help="a stock Llama / Mistral / Qwen2 folder (with --recipe), or "
                      "a folder written by tools/export_hf.py (exact, without --recipe)")
@@ -86,7 +99,8 @@ def _target(args):
         raise ConfigError(f"{source} is not named step_NNNNNNN: reshard reads a checkpoint in "
                           "its run's layout; pass the run directory, its checkpoints/ "
                           "directory or a step_NNNNNNN directory inside it")
-    return source, checkpoint_config(source, [f"parallel.{k}={v}" for k, v in _layout(args).items()])
+    return source, checkpoint_config(source, [f"parallel.{k}={v}" for k, v in _layout(args).items()],
+                                     args.allow_unverified)
 
 
 def reshard(args) -> None:
@@ -109,13 +123,38 @@ def reshard(args) -> None:
     engine = build_engine(cfg, model)
     scheduler = build_scheduler(engine.optimizer, cfg.train)
     step = int(STEP_DIR.match(source.name).group(1))
-    common = Checkpointer(source.parent, keep=1).load(
+    common = Checkpointer(source.parent, keep=1, allow_unverified=args.allow_unverified).load(
         step, engine, scheduler, hint=f"this source checkpoint is incomplete: reshard another step of "
         f"{source.parent}")
     config = dict(common["config"])
     config["parallel"] = {**config.get("parallel", {}), **_layout(args)}
     Checkpointer(Path(args.output) / "checkpoints", keep=cfg.train.keep_checkpoints).save(
         step, engine, scheduler, common["train_state"], config)
+
+
+def add_manifest(args) -> None:
+    """manifest.json for a step directory that has none, once its common state reads: the
+    user vouches for the data, this only records it as it is now (atomically)."""
+    from megatron_ponder.model import checkpoint_manifest
+    from megatron_ponder.model.checkpoint_files import CheckpointError, read_common
+
+    step = Path(args.step_dir)
+    if not (step / "metadata.json").is_file():
+        raise CheckpointError(f"{step} is not a checkpoint: expected a step_NNNNNNN directory "
+                              "holding metadata.json")
+    if (step / checkpoint_manifest.MANIFEST).exists():
+        raise CheckpointError(f"{step} already has {checkpoint_manifest.MANIFEST}: nothing to "
+                              "do (a checkpoint that fails it is damaged; its manifest is not "
+                              "rewritten over the damage)")
+    read_common(step, allow_unverified=True)  # a checkpoint at all: its common.pt unpickles
+    try:
+        checkpoint_manifest.write_manifest(step)
+    except OSError as err:  # a read-only copy, a full disk: no temporary is left behind
+        with contextlib.suppress(OSError):
+            (step / (checkpoint_manifest.MANIFEST + ".tmp")).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {step / checkpoint_manifest.MANIFEST}: "
+                              f"{err.strerror or err}") from None
+    print(f"wrote {step / checkpoint_manifest.MANIFEST}")
 
 
 def _stock_checkpoint(args):
@@ -210,6 +249,9 @@ def convert(argv: list[str] | None) -> int:
     from megatron_ponder.run_layout import check_output_dir
 
     try:
+        if args.command == "add-manifest":
+            add_manifest(args)
+            return 0
         if int(os.environ.get("RANK", "0")) == 0:  # a later rank would see rank 0's output
             check_output_dir(args.output, "output")
         if args.command == "reshard" and _processes(args) > 1 and "WORLD_SIZE" not in os.environ:

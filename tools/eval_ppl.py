@@ -29,10 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_args(argv):
     sys.path.insert(0, str(REPO))  # imports after parsing need it too; this one needs no torch
     from megatron_ponder.inference.budget_args import add_budget_arguments
+    from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    add_allow_unverified(parser)
     knob = parser.add_mutually_exclusive_group()
     knob.add_argument("--taus", type=float, nargs="+", default=None,
                       help="hard-pruning thresholds (default: the checkpoint's ponder.tau)")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--samples, --batch-size and --calibration-samples must be >= 1")
         if args.output:
             check_output_file(args.output, "--output")
-        model, cfg = load_model(args.checkpoint)
+        model, cfg = load_model(args.checkpoint, allow_unverified=args.allow_unverified)
         if args.data_prefix:
             cfg.data.prefixes, cfg.data.weights = args.data_prefix, []
         seed = cfg.seed if args.data_seed is None else args.data_seed

@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))  # the argument helpers below need no torch
     from megatron_ponder.inference.budget_args import add_budget_arguments
+    from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    add_allow_unverified(parser)
     parser.add_argument("output", help="folder to write (refused if it exists, unless --force "
                         "and it is a previous export; never a run or checkpoint)")
     parser.add_argument("--tokenizer", default="", help="sentencepiece .model or Hugging Face "
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [] if args.tau is None else [f"ponder.tau={args.tau}"]
     try:
         check_export_output(args.output, args.force)  # before the load: fail fast
-        model, cfg = load_model(args.checkpoint, overrides, device="cpu")
+        model, cfg = load_model(args.checkpoint, overrides, device="cpu",
+                                allow_unverified=args.allow_unverified)
         extra = {}
         if args.flops_budget is not None:
             calibration = calibrate_on_validation(model, cfg, args.flops_budget,

@@ -4,7 +4,9 @@
 Example:
     python tools/generate.py runs/demo --prompt "The river" --max-new-tokens 40 --show-steps
 
-Each prompt starts with the end-of-document token, as every document does in training.
+Each prompt starts with the end-of-document token, as every document does in training; an
+empty prompt (--prompt "") is that token alone: generation from the start of a document,
+unconditional sampling (said on stderr).
 --show-steps prints each token followed by [k], the latent steps it received.
 --flops-budget R (instead of --tau): inference FLOPs per token relative to the same model
 with every latent step kept; tau is calibrated on validation sequences of the checkpoint's
@@ -32,12 +34,15 @@ def non_negative_int(text: str) -> int:
 def parse_args(argv):
     sys.path.insert(0, str(REPO))  # imports after parsing need it too; this one needs no torch
     from megatron_ponder.inference.budget_args import add_budget_arguments
+    from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    add_allow_unverified(parser)
     parser.add_argument("--prompt", action="append", required=True,
-                        help="prompt text; repeat for a batch")
+                        help="prompt text; repeat for a batch; \"\" generates from the start "
+                        "of a document (unconditional)")
     parser.add_argument("--tokenizer", default="", help="sentencepiece .model or Hugging Face "
                         "tokenizer folder (default: data.tokenizer of the checkpoint's config)")
     parser.add_argument("--max-new-tokens", type=non_negative_int, default=32)
@@ -76,10 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
-        model, cfg = load_model(args.checkpoint)
+        model, cfg = load_model(args.checkpoint, allow_unverified=args.allow_unverified)
         tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer, cfg.data.eod_token)
         check_fits(tokenizer, cfg.model.vocab_size)
         prompts = [[tokenizer.eod_id] + tokenizer.encode(p) for p in args.prompt]
+        for number, prompt in enumerate(prompts, 1):
+            if len(prompt) == 1:  # "" (or text the tokenizer encodes to nothing)
+                print(f"note: prompt {number} is empty: generating from the start of a document "
+                      "(the end-of-document token alone), unconditionally", file=sys.stderr)
         tau = args.tau
         if args.flops_budget is not None:
             calibration = calibrate_on_validation(model, cfg, args.flops_budget,

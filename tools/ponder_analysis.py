@@ -27,6 +27,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    sys.path.insert(0, str(REPO))  # the argument helper needs no torch
+    from megatron_ponder.inference.checkpoint_args import add_allow_unverified
+
+    add_allow_unverified(parser)
     parser.add_argument("--output", required=True, help="directory for analysis.{json,md,png}")
     parser.add_argument("--taus", type=float, nargs="+", default=None,
                         help="taus of the executed steps (default: the checkpoint's ponder.tau)")
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         out = check_output_dir(args.output, "--output")  # before the load: fail fast
-        model, cfg = load_model(args.checkpoint)
+        model, cfg = load_model(args.checkpoint, allow_unverified=args.allow_unverified)
         if not model.method.uses_router:
             routed = " or ".join(names_where(lambda m: m.uses_router))
             raise ConfigError(f"ponder.method={cfg.ponder.method!r} gives every token the same "

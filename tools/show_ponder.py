@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
+    sys.path.insert(0, str(REPO))  # the argument helper needs no torch
+    from megatron_ponder.inference.checkpoint_args import add_allow_unverified
+
+    add_allow_unverified(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="the text to render")
     source.add_argument("--text-file", help="a UTF-8 file with the text")
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         for suffix in (".html", ".png"):
             check_output_file(out.with_name(out.name + suffix), "--output")
         text = args.text if args.text is not None else Path(args.text_file).read_text(encoding="utf-8")
-        model, cfg = load_model(args.checkpoint)
+        model, cfg = load_model(args.checkpoint, allow_unverified=args.allow_unverified)
         if not model.method.uses_router:
             raise ConfigError(f"ponder.method={cfg.ponder.method!r} gives every token the same "
                               f"steps; show_ponder needs a checkpoint of a method with a router "

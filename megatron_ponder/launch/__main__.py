@@ -2,8 +2,8 @@
 
 preflight --nodes N --procs-per-node G RECIPE [overrides]: prints the run's output directory,
   or an error naming what is wrong (exit code 2).
-outcome --launcher-rc RC --exit-codes DIR [--stop-requested]: prints one of completed,
-  requeue, bad-input, failed (see megatron_ponder/launch/outcome.py).
+outcome --launcher-rc RC --exit-codes DIR [--stop-requested] [--terminated-before-save]:
+  prints one of completed, requeue, bad-input, failed (see megatron_ponder/launch/outcome.py).
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     out.add_argument("--launcher-rc", type=int, required=True)
     out.add_argument("--exit-codes", required=True, help="PONDER_EXIT_CODE_DIR of the attempt")
     out.add_argument("--stop-requested", action="store_true")
+    out.add_argument("--terminated-before-save", action="store_true",
+                     help="SIGTERM ended the attempt before it completed a checkpoint")
     args = parser.parse_args(argv)
 
     if args.command == "outcome":
         codes = {rank: r["exit_code"] for rank, r in read_exit_codes(args.exit_codes).items()}
-        print(decide(args.launcher_rc, codes, args.stop_requested))
+        print(decide(args.launcher_rc, codes, args.stop_requested, args.terminated_before_save))
         return 0
     from megatron_ponder.config import ConfigError
     from megatron_ponder.launch.preflight import preflight

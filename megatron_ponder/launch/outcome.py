@@ -13,7 +13,8 @@ BAD_INPUT = "bad-input"
 FAILED = "failed"
 
 
-def decide(launcher_rc: int, codes: dict[int, int], stop_requested: bool) -> str:
+def decide(launcher_rc: int, codes: dict[int, int], stop_requested: bool,
+           terminated_before_save: bool = False) -> str:
     """codes: rank -> exit code, for the ranks that recorded one. The launcher's own code
     counts where it is one of the trainer's (2, 3): torchrun turns those into 1, a plain
     process (the sweep tool) passes them through.
@@ -24,6 +25,10 @@ def decide(launcher_rc: int, codes: dict[int, int], stop_requested: bool) -> str
       was asked to stop, and no rank crashed or finished. A rank without a code was ended by
       the stop (for example signalled before its handlers existed): it had nothing unsaved
       beyond the newest complete checkpoint, which the next attempt resumes.
+      `terminated_before_save` (Slurm's SIGTERM ended the attempt, and no checkpoint was
+      completed during it) counts as such a stop: a rank that died of it without a code (exit
+      143: signalled in the interpreter's own start, before its handlers, README "exit
+      codes") had trained nothing, so the attempt lost nothing and running again is safe.
     - failed: anything else (a crash, a kill, a rank that finished while another did not).
     """
     if launcher_rc == 0:
@@ -33,7 +38,8 @@ def decide(launcher_rc: int, codes: dict[int, int], stop_requested: bool) -> str
         return BAD_INPUT
     if launcher_rc == EXIT_REQUEUE:  # a launcher that passes the trainer's code through
         values.add(EXIT_REQUEUE)
-    if values <= {EXIT_REQUEUE} and (EXIT_REQUEUE in values or stop_requested):
+    if values <= {EXIT_REQUEUE} and (EXIT_REQUEUE in values or stop_requested
+                                     or terminated_before_save):
         return REQUEUE
     return FAILED
 

@@ -5,12 +5,20 @@ sweeps, tools). The layout's names are run_layout.py's.
 
 Every read goes through `read_common` or `load_sharded`, which verify the manifest first
 (checkpoint_manifest.py): a damaged checkpoint is a CheckpointError naming its files, never
-data loaded silently.
+data loaded silently. A checkpoint without a manifest is refused too (a partial copy or a sync
+that skipped small files looks exactly like one saved before manifests existed) unless the
+caller opts in for this run (`allow_unverified`: train.allow_unverified_checkpoint,
+the tools' --allow-unverified); `verify_checkpoint` is the one place that decides.
+
+Errors name the checkpoint and the reason on one line; with PONDER_DEBUG=1 the traceback of
+the underlying failure is printed to stderr as well.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import torch.distributed as dist
@@ -22,6 +30,21 @@ from megatron_ponder.run_layout import STEP_DIR, TRACKER
 
 class CheckpointError(RuntimeError):
     pass
+
+
+# Set to 1 to print the traceback behind a checkpoint (or save) error to stderr.
+DEBUG_ENV = "PONDER_DEBUG"
+ADD_MANIFEST = "python tools/convert_checkpoint.py add-manifest"
+
+
+def one_line_reason(err: BaseException) -> str:
+    """The innermost reason of `err` on one line: torch's CheckpointException carries whole
+    remote tracebacks in its text, which belong in a log, not in an error message. The
+    traceback itself goes to stderr when PONDER_DEBUG=1."""
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exception(err, file=sys.stderr)
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {(lines[-1] if lines else '')[:300]}"
 
 
 def rank() -> int:
@@ -66,50 +89,67 @@ def latest_step(directory: Path) -> int | None:
 # A checkpoint never changes once renamed into place (a re-save makes a new directory), so
 # the tools' and the trainer's several reads of one checkpoint hash it once.
 _verified: set[tuple] = set()
+# Checkpoints this process read without a manifest, by the caller's opt-in (resolved paths).
+_unverified: set[str] = set()
 
 
-def verify_checkpoint(path: Path) -> None:
-    """Raise CheckpointError naming every file of `path` that does not match its manifest.
-    A checkpoint without one (saved before checksums existed) loads with a warning.
-    A collective when several processes run: every rank calls it."""
+def verify_checkpoint(path: Path, allow_unverified: bool = False) -> None:
+    """Raise CheckpointError naming every file of `path` that does not match its manifest,
+    or, unless `allow_unverified`, saying that it has none. A collective when several
+    processes run: every rank calls it."""
     path = Path(path)
     manifest = path / checkpoint_manifest.MANIFEST
     try:
         stat = manifest.stat()
         key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns)
     except FileNotFoundError:
-        key = (str(path.resolve()), None, None)
+        key = None
     if key in _verified:
         return
     problems = checkpoint_manifest.verify(path)
     if problems is None:
-        if rank() == 0:
-            print(f"warning: {path} has no {checkpoint_manifest.MANIFEST} (saved before "
-                  "checkpoints carried checksums): loading it unverified", file=sys.stderr)
-    elif problems:
+        if not allow_unverified:
+            raise CheckpointError(
+                f"checkpoint {path} has no {checkpoint_manifest.MANIFEST}, so its files cannot "
+                "be checked (a partial copy or a sync that skipped small files looks the same "
+                "as a checkpoint saved before manifests existed): refused. If you trust it, "
+                f"write one with `{ADD_MANIFEST} {path}`, or read it unverified for one run "
+                "with train.allow_unverified_checkpoint=true (training) or --allow-unverified "
+                "(the tools)")
+        if str(path.resolve()) not in _unverified and rank() == 0:
+            print(f"warning: {path} has no {checkpoint_manifest.MANIFEST}: reading it "
+                  "unverified, as allowed for this run", file=sys.stderr)
+        _unverified.add(str(path.resolve()))
+        return
+    if problems:
         raise CheckpointError(f"checkpoint {path} is damaged: " + "; ".join(problems))
     _verified.add(key)
 
 
-def read_common(path: Path) -> dict:
+def read_unverified(path: Path) -> bool:
+    """Whether this process read `path` without a manifest (by the caller's opt-in)."""
+    return str(Path(path).resolve()) in _unverified
+
+
+def read_common(path: Path, allow_unverified: bool = False) -> dict:
     """The checkpoint's common state (config, train state, world size), once verified."""
-    verify_checkpoint(path)
+    verify_checkpoint(path, allow_unverified)
     try:
         return dist_checkpointing.load_common_state_dict(str(path))
     except Exception as err:  # an unpicklable or missing common.pt
         raise CheckpointError(f"checkpoint {path}: its common state (common.pt) cannot be read "
-                              f"({type(err).__name__}: {str(err)[:300]})") from None
+                              f"({one_line_reason(err)})") from None
 
 
-def load_sharded(template: dict, path: Path, hint: str) -> dict:
+def load_sharded(template: dict, path: Path, hint: str, allow_unverified: bool = False) -> dict:
     """dist_checkpointing.load of a verified checkpoint, its failures (a missing shard,
     another model) as a CheckpointError naming the checkpoint and what to do (`hint`)."""
-    verify_checkpoint(path)
+    verify_checkpoint(path, allow_unverified)
     try:
         return dist_checkpointing.load(template, str(path))
     except BaseException as err:  # CheckpointException derives from BaseException
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         raise CheckpointError(
-            f"checkpoint {path} does not fit this model or is incomplete ({type(err).__name__}: "
-            f"{str(err)[:500]}); {hint}") from None
+            f"checkpoint {path} does not fit this model or is incomplete "
+            f"({one_line_reason(err)}); {hint}") from None

@@ -44,9 +44,10 @@ def file_digest(path: Path) -> str:
 
 
 def _files(directory: Path) -> list[str]:
-    """Every file of the checkpoint but the manifest, as sorted relative paths."""
+    """Every file of the checkpoint but the manifest (and its temporary, left by a crash
+    while it was written), as sorted relative paths."""
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
-                  if p.is_file() and p.name != MANIFEST)
+                  if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp"))
 
 
 def _split() -> bool:

@@ -28,6 +28,14 @@ class Method:
     # Adds nothing to a decoder-only LM (one slot per token, no parameters of its own).
     plain = False
 
+    def k_problem(self, k: int) -> str | None:
+        """Why `k` (ponder.k) does not suit this method, or None. A method that ponders needs
+        at least one step: with K=0 it would train a plain decoder under its name, silently."""
+        if k < 1:
+            return (f"ponder.method={self.name} needs at least 1 pondering step (with 0 it "
+                    "is a plain decoder: use ponder.method=vanilla for that)")
+        return None
+
     def latent_steps(self, k: int) -> int:
         """Pondering steps per token beyond its own slot or pass: K for the fixed-step
         methods (PonderLM-1 and Loop: K extra passes), the most PonderLM-3 runs."""

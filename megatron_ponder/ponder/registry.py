@@ -25,6 +25,9 @@ class Vanilla(Method):
     name = "vanilla"
     plain = True
 
+    def k_problem(self, k):
+        return None  # K is ignored: a sweep may set it alike for every method
+
     def latent_steps(self, k):
         return 0
 

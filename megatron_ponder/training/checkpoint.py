@@ -11,7 +11,9 @@ read verifies the manifest first (checkpoint_files.read_common / load_sharded).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
 import random
 import shutil
@@ -27,8 +29,8 @@ from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShard
 
 from megatron_ponder.model import checkpoint_manifest
 from megatron_ponder.model.checkpoint_files import (
-    CheckpointError, complete_steps, latest_step, load_sharded, rank, read_common, resume_candidates,
-    step_path,
+    DEBUG_ENV, CheckpointError, complete_steps, latest_step, load_sharded, one_line_reason, rank,
+    read_common, read_unverified, resume_candidates, step_path,
 )
 from megatron_ponder.run_layout import TRACKER
 from megatron_ponder.training.child_processes import die_with_parent, writer_results_in_process
@@ -50,11 +52,30 @@ class CheckpointSaveError(CheckpointError):
     with this message instead of a traceback; the previous checkpoint is intact."""
 
 
-def _last_line(err: BaseException) -> str:
-    """The innermost reason of an error whose text may carry a whole remote traceback
-    (torch's CheckpointException does)."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(err).__name__)[:300]
+# megatron's writer logs a failed write ("Local process 0 encountered an error: [enforce fail
+# at inline_container.cc:672] . unexpected pos ...") before raising the same error, which
+# save() reports in its own message: held back, so the first line on stderr is ours.
+WRITER_LOGGER = "megatron.core.dist_checkpointing.strategies.filesystem_async"
+
+
+class _DropWriteErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR
+                    and "encountered an error" in record.getMessage())
+
+
+@contextlib.contextmanager
+def _write_errors_reported_by_us():
+    """For the block, the writer's log of a failed write is dropped (PONDER_DEBUG=1 keeps it)."""
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        yield
+        return
+    logger, drop = logging.getLogger(WRITER_LOGGER), _DropWriteErrors()
+    logger.addFilter(drop)  # forked writer processes inherit it
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 _writer_delay_registered = False
@@ -108,9 +129,12 @@ def sharded_state(engine, scheduler, train_state: dict, config: dict) -> dict:
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int):
+    def __init__(self, directory: Path, keep: int, allow_unverified: bool = False):
+        """allow_unverified: read checkpoints without a manifest (the run's opt-in,
+        train.allow_unverified_checkpoint)."""
         self.directory = Path(directory)
         self.keep = keep
+        self.allow_unverified = allow_unverified
 
     # ------------------------------------------------------------------ discovery
 
@@ -123,22 +147,29 @@ class Checkpointer:
     def resume_candidates(self) -> list[int]:
         return resume_candidates(self.directory)
 
-    def newest_usable(self) -> tuple[int | None, list[str]]:
-        """(the step to resume from: the first candidate that verifies and whose common
-        state reads, or None when there is no checkpoint; why each newer one was skipped).
-        Raise CheckpointError when checkpoints exist but none is usable."""
-        skipped = []
+    def newest_usable(self, skipped: list[str] | None = None,
+                      below: int | None = None) -> int | None:
+        """The step to resume from: the first candidate (older than `below`, if given) that
+        verifies and whose common state reads, or None when there is no checkpoint. Why each
+        one was passed over is appended to `skipped`. Raise CheckpointError when checkpoints
+        exist but none is usable, naming every one and why."""
+        skipped = [] if skipped is None else skipped
         for step in self.resume_candidates():
+            if below is not None and step >= below:
+                continue
             try:
-                read_common(self.path(step))
-                return step, skipped
+                self.read_common(step)
+                return step
             except CheckpointError as err:
                 skipped.append(str(err))
         if skipped:
             raise CheckpointError(
                 f"no checkpoint in {self.directory} is usable: " + " | ".join(skipped)
                 + ". Move the damaged ones away to start again from step 0.")
-        return None, skipped
+        return None
+
+    def read_common(self, step: int) -> dict:
+        return read_common(self.path(step), self.allow_unverified)
 
     def path(self, step: int) -> Path:
         return step_path(self.directory, step)
@@ -158,7 +189,8 @@ class Checkpointer:
                 tmp.mkdir()
             _barrier()
             strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1)
-            with engine.full_parameters(), cuda_calls_resolve_to_cpu():
+            with engine.full_parameters(), cuda_calls_resolve_to_cpu(), \
+                    _write_errors_reported_by_us():
                 state = sharded_state(engine, scheduler, train_state, config)
                 dist_checkpointing.save(state, str(tmp), sharded_strategy=strategy)
             delay = float(os.environ.get(SAVE_DELAY_ENV, "0"))
@@ -172,12 +204,14 @@ class Checkpointer:
             if full is None:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # give the space back
+            latest = self.latest_step()
+            kept = ("no checkpoint was complete yet" if latest is None else
+                    f"the newest complete checkpoint (step {latest}) is intact")
             raise CheckpointSaveError(
                 f"saving checkpoint {final.name} failed: the file system of {self.directory} "
-                f"is full ({full / 2**20:.1f} MiB free). The newest complete checkpoint "
-                f"(step {self.latest_step()}) is intact; free space (or lower "
+                f"is full ({full / 2**20:.1f} MiB free); {kept}. Free space (or lower "
                 f"train.keep_checkpoints) and run the same command to resume. "
-                f"[{_last_line(err)}]") from err
+                f"[{one_line_reason(err)}]") from err
         if rank() == 0:
             if final.exists():  # an older save of the same step (a rerun): replace it
                 shutil.rmtree(final)
@@ -219,12 +253,12 @@ class Checkpointer:
         """
         path = self.path(step)
         world = dist.get_world_size() if dist.is_initialized() else 1
-        same_world = read_common(path)["world_size"] == world
+        same_world = self.read_common(step)["world_size"] == world
         with engine.full_parameters(modify=True):
             template = sharded_state(engine, scheduler, {}, {})
             if not same_world:
                 del template["rng"]
-            state = load_sharded(template, path, hint)
+            state = load_sharded(template, path, hint, self.allow_unverified)
             engine.model.load_state_dict(state["model"], strict=True)
         engine.load_optimizer_state(state["optimizer"], float(state["adam_step"]))
         scheduler.load_state_dict(state["scheduler"])

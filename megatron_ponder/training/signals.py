@@ -26,6 +26,14 @@ class StopRequest:
         for sig in signals:
             self._previous[sig] = signal.signal(sig, self._handle)
 
+    def adopt(self, received: list[int], previous: dict) -> None:
+        """Take over from handlers installed before this object (the entry module's first
+        lines): the signals they recorded count as received here, and restore() puts back
+        the handlers they replaced."""
+        if received and self.reason is None:
+            self._handle(received[0], None)
+        self._previous.update(previous)
+
     def _handle(self, signum, frame) -> None:
         self.reason = f"received {signal.Signals(signum).name}"
 

@@ -27,7 +27,7 @@ from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.run_layout import check_writable_dir
-from megatron_ponder.training.checkpoint import Checkpointer, read_common
+from megatron_ponder.training.checkpoint import Checkpointer, CheckpointError, read_unverified
 from megatron_ponder.training.engines import build_engine, data_parallel_mean
 from megatron_ponder.training.evaluate import evaluate
 from megatron_ponder.training.metrics import MetricsLogger
@@ -117,12 +117,12 @@ class Trainer:
         # After the input checks (bad input writes nothing), before the resume point is
         # chosen and anything is written: one trainer per output directory.
         self.run_lock = lock_run(self.output_dir)
-        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", t.keep_checkpoints)
+        self.checkpointer = Checkpointer(self.output_dir / "checkpoints", t.keep_checkpoints,
+                                         allow_unverified=t.allow_unverified_checkpoint)
+        self.skipped: list[str] = []  # checkpoints passed over on resume, each with why
+        self._reported = 0  # how many of them stderr has named
         resume_step = self._resume_step()
-        applied = {}
-        if resume_step is not None:
-            self._check_checkpoint_shape(resume_step)
-            applied = self._check_optimizer_settings(resume_step)
+        applied = self._check_resume_point(resume_step)
         self.train_data, self.valid_data, _ = build_checked(data_config, num_samples)
         # On CUDA with Transformer Engine: its fused layer spec; otherwise, with train.compile,
         # the layers under torch.compile (model/spec.py, model/compile.py).
@@ -135,11 +135,15 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, t)
         self.state = TrainState()
         if resume_step is not None:
-            common = self.checkpointer.load(resume_step, self.engine, self.scheduler)
+            resume_step, common, applied = self._load_newest_loadable(resume_step, applied)
             self.state = TrainState(**common["train_state"])
         self.logger = MetricsLogger(cfg, self.output_dir, self.state.step)
         if resume_step is not None:
             self.logger.print(f"resumed from {self.checkpointer.path(resume_step)} at step {self.state.step}")
+            if read_unverified(self.checkpointer.path(resume_step)):
+                # The opt-in, on record: this run's weights were never checked.
+                self.logger.log(self.state.step, {"unverified_checkpoint": str(
+                    self.checkpointer.path(resume_step))}, kind="resume")
         if applied:  # config.yaml below holds the new values; this record, the old ones
             self.logger.print("changed since the checkpoint, applied from this step: " + "; ".join(
                 f"{k} {old!r} -> {new!r}" for k, (old, new) in applied.items()))
@@ -153,20 +157,53 @@ class Trainer:
         state_bytes = 3 * sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.last_save_s = 2.0 + state_bytes / 200e6
 
-    def _resume_step(self) -> int | None:
-        """The newest checkpoint that verifies; damaged newer ones are named and skipped."""
-        step, skipped = self.checkpointer.newest_usable()
-        if skipped and (not dist.is_initialized() or dist.get_rank() == 0):
-            for reason in skipped:
+    def _resume_step(self, below: int | None = None) -> int | None:
+        """The newest checkpoint (older than `below`) that verifies; newer ones that do not
+        are named and skipped (with any the caller added to self.skipped since its last call)."""
+        before = self._reported
+        try:
+            step = self.checkpointer.newest_usable(self.skipped, below)
+        finally:
+            self._reported = len(self.skipped)
+        if len(self.skipped) > before and (not dist.is_initialized() or dist.get_rank() == 0):
+            for reason in self.skipped[before:]:
                 print(f"skipping a checkpoint: {reason}", file=sys.stderr, flush=True)
             print(f"resuming from the newest usable checkpoint, {self.checkpointer.path(step)}",
                   file=sys.stderr, flush=True)
         return step
 
+    def _check_resume_point(self, step: int | None) -> dict:
+        """Refuse another model's checkpoint or changed optimizer settings (ConfigError);
+        return the changed settings that apply (see _check_optimizer_settings)."""
+        if step is None:
+            return {}
+        self._check_checkpoint_shape(step)
+        return self._check_optimizer_settings(step)
+
+    def _load_newest_loadable(self, step: int, applied: dict) -> tuple[int, dict, dict]:
+        """(step, common state, applied changes) of the newest checkpoint from `step` down
+        that loads: one that verifies but does not load (a damaged shard of a checkpoint read
+        unverified by opt-in) is named and skipped like one that does not verify."""
+        while True:
+            try:
+                return step, self.checkpointer.load(step, self.engine, self.scheduler), applied
+            except CheckpointError as err:
+                self.skipped.append(str(err))
+                try:
+                    step = self._resume_step(below=step)
+                except CheckpointError:  # none older is usable: name every one skipped
+                    step = None
+                if step is None:
+                    raise CheckpointError(
+                        f"no checkpoint in {self.checkpointer.directory} is usable: "
+                        + " | ".join(self.skipped)
+                        + ". Move the damaged ones away to start again from step 0.") from None
+                applied = self._check_resume_point(step)
+
     def _check_optimizer_settings(self, step: int) -> dict:
         """Refuse a changed setting the checkpoint's optimizer state would silently override;
         return the changed settings that take effect ({field: [checkpoint, recipe]})."""
-        refused, applied = resume_changes(read_common(self.checkpointer.path(step))["config"]
+        refused, applied = resume_changes(self.checkpointer.read_common(step)["config"]
                                           ["train"], self.cfg.train)
         if refused:
             raise ConfigError(
@@ -177,7 +214,7 @@ class Trainer:
         return applied
 
     def _check_checkpoint_shape(self, step: int) -> None:
-        common = read_common(self.checkpointer.path(step))
+        common = self.checkpointer.read_common(step)
         differ = _shape_fields_differ(common["config"], config_to_dict(self.cfg))
         if differ:
             raise ConfigError(

@@ -48,3 +48,16 @@ def saved_run(tiny_data, tmp_path_factory) -> Path:
     initialize_parallel(cfg)
     save_training_checkpoint(build_model(cfg), cfg, out / "checkpoints", 3)
     return out
+
+
+@pytest.fixture(scope="session")
+def six_step_run(tiny_data, tmp_path_factory) -> Path:
+    """A finished 6-step run with checkpoints (and manifests) at steps 3 and 6. Tests copy
+    it before damaging it (damaged_runs.copy_run)."""
+    from megatron_ponder.config import config_from_dict
+    from megatron_ponder.training.trainer import Trainer
+    from tiny_runs import run_dict
+
+    out = tmp_path_factory.mktemp("six_steps") / "run"
+    assert Trainer(config_from_dict(run_dict(tiny_data, out, steps=6, save_interval=3))).train() == 0
+    return out

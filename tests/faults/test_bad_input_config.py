@@ -77,3 +77,24 @@ def test_read_only_output_dir(train_cli, tiny_recipe, tmp_path):
     assert f"train.output_dir {parent / 'run'} is not writable: cannot create entries in " \
            f"{parent}" in result.stderr, result.stderr
     assert list(parent.iterdir()) == []  # and the write probe left nothing behind
+
+
+@pytest.mark.parametrize("method", ["ponderlm3", "ponderlm2", "ponderlm1", "loop", "pause"])
+def test_a_method_that_ponders_refuses_k_0(train_cli, tiny_recipe, tmp_path, method):
+    """ponder.k=0 with ponderlm3 trained a plain decoder (E[steps] 0.00) under its name."""
+    recipe = tiny_recipe(tmp_path / "recipe.yaml", tmp_path / "run")
+    result = train_cli(recipe, f"ponder.method={method}", "ponder.k=0")
+    assert result.returncode == 2
+    assert (f"ponder.k=0 is invalid: ponder.method={method} needs at least 1 pondering step"
+            in result.stderr), result.stderr
+    assert nothing_written(tmp_path)
+
+
+def test_vanilla_ignores_k(tiny_data, tmp_path):
+    from megatron_ponder.config import config_from_dict
+    from tiny_runs import run_dict
+
+    for k in (0, 3):  # a sweep may give every method the same K
+        spec = run_dict(tiny_data, tmp_path / "run", method="vanilla")
+        spec["ponder"]["k"] = k
+        assert config_from_dict(spec).ponder.k == k

@@ -73,6 +73,22 @@ def test_generate_refuses_a_negative_token_count(tmp_path, capsys):
     assert "argument --max-new-tokens: -1 is invalid: must be >= 0" in capsys.readouterr().err
 
 
+def test_generate_with_an_empty_prompt_says_it_samples_unconditionally(saved_run, capsys):
+    """--prompt "" is generation from the start of a document (the end-of-document token
+    every training document starts with): allowed, and said, not silent."""
+    code = generate_tool.main([str(saved_run), "--prompt", "", "--prompt", "The",
+                               "--max-new-tokens", "3", "--json"])
+    assert code == 0
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [row["prompt"] for row in rows] == ["", "The"]
+    assert [len(row["token_ids"]) for row in rows] == [3, 3]
+    assert rows[0]["fed_token_ids"] == rows[0]["token_ids"][:-1]  # no prompt token was fed
+    assert ("note: prompt 1 is empty: generating from the start of a document (the "
+            "end-of-document token alone), unconditionally") in err
+    assert "prompt 2" not in err
+
+
 def test_generate_library_refuses_a_negative_token_count(build):
     from factories import tiny_config
     from megatron_ponder.config import ConfigError
@@ -95,9 +111,9 @@ def test_reshard_a_step_directory_under_another_name(saved_run, tmp_path, capsys
 
 
 def test_reshard_under_torchrun_passes_its_children_s_exit_2_through(saved_run, tmp_path):
-    # A checkpoint from before checksums (no manifest.json) lacking a shard file: the
-    # launching process reads only its config, so the children are the first to fail
-    # (exit 2 each), which torchrun reports as its own 1.
+    # A checkpoint from before checksums (no manifest.json, read by opt-in) lacking a shard
+    # file: the launching process reads only its config, so the children are the first to
+    # fail (exit 2 each), which torchrun reports as its own 1.
     run = tmp_path / "run"
     shutil.copytree(saved_run, run)
     step = run / "checkpoints" / "step_0000003"
@@ -106,7 +122,8 @@ def test_reshard_under_torchrun_passes_its_children_s_exit_2_through(saved_run, 
     shard.unlink()
     digest = tree_digest(run)
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_checkpoint.py"),
-                             "reshard", str(run), str(tmp_path / "tp2"), "--tensor-parallel", "2"],
+                             "reshard", str(run), str(tmp_path / "tp2"), "--tensor-parallel", "2",
+                             "--allow-unverified"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"checkpoint {step} does not fit this model or is incomplete" in result.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from damaged_runs import SHARD, copy_run, flip_byte
 from threads import _one_thread  # noqa: F401 (autouse fixture)
 from tiny_runs import ROOT, run_dict
 from megatron_ponder.config import config_from_dict
@@ -26,27 +27,10 @@ import eval_ppl as eval_tool  # noqa: E402
 import export_hf as export_tool  # noqa: E402
 import generate as generate_tool  # noqa: E402
 
-SHARD = "__0_0.distcp"
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory) -> Path:
+@pytest.fixture
+def trained(six_step_run) -> Path:
     """A finished 6-step run with checkpoints at steps 3 and 6 (copy it before damaging)."""
-    out = tmp_path_factory.mktemp("trained") / "run"
-    assert Trainer(config_from_dict(run_dict(tiny_data, out, steps=6, save_interval=3))).train() == 0
-    return out
-
-
-def copy_run(trained: Path, tmp_path: Path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(trained, run)
-    return run
-
-
-def flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x40
-    path.write_bytes(bytes(data))
+    return six_step_run
 
 
 def resume(tiny_data, run: Path, capsys, **train) -> tuple[Trainer, str]:
@@ -91,10 +75,10 @@ def test_unpicklable_common_pt_without_a_manifest_is_skipped_not_a_traceback(
     for step in ("step_0000003", "step_0000006"):  # checkpoints from before manifests existed
         (run / "checkpoints" / step / MANIFEST).unlink()
     (run / "checkpoints" / "step_0000006" / "common.pt").write_bytes(b"not a pickle")
-    trainer, err = resume(tiny_data, run, capsys)
+    trainer, err = resume(tiny_data, run, capsys, allow_unverified_checkpoint=True)
     assert trainer.state.step == 3
     assert "step_0000006: its common state (common.pt) cannot be read" in err
-    assert "has no manifest.json" in err and "loading it unverified" in err
+    assert "has no manifest.json: reading it unverified, as allowed for this run" in err
 
 
 def test_resume_refuses_when_no_checkpoint_verifies(tiny_data, trained, tmp_path, capsys):
@@ -134,9 +118,10 @@ def test_reshard_of_a_truncated_checkpoint_gets_a_reshard_hint(trained, tmp_path
     (step / MANIFEST).unlink()  # an old checkpoint: only the load itself can notice
     (step / SHARD).write_bytes((step / SHARD).read_bytes()[:1000])
     assert convert_tool.main(["reshard", str(step), str(tmp_path / "tp1"),
-                              "--tensor-parallel", "1"]) == 2
+                              "--tensor-parallel", "1", "--allow-unverified"]) == 2
     err = capsys.readouterr().err
     assert "reshard another step" in err and "train.output_dir" not in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2  # the warning, the error
 
 
 def test_a_checkpoint_damaged_by_load_time_is_caught_once_per_process(trained, tmp_path):
@@ -177,5 +162,9 @@ def test_a_save_onto_a_full_disk_says_the_disk_is_full(tiny_data, tmp_path):
     result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr
-    assert "saving checkpoint step_0000003 failed: the file system of" in result.stderr
+    # The first line is ours (megatron's writer logged torch's "[enforce fail at
+    # inline_container.cc:672] . unexpected pos ..." before it).
+    assert result.stderr.startswith("error (rank 0): saving checkpoint step_0000003 failed: the "
+                                    "file system of"), result.stderr[:500]
     assert "is full" in result.stderr and "Traceback" not in result.stderr
+    assert "no checkpoint was complete yet" in result.stderr  # not "(step None) is intact"

@@ -26,3 +26,14 @@ from megatron_ponder.launch.outcome import BAD_INPUT, COMPLETED, FAILED, REQUEUE
 ])
 def test_decide(launcher_rc, codes, stop_requested, expected):
     assert decide(launcher_rc, codes, stop_requested) == expected
+
+
+@pytest.mark.parametrize("launcher_rc, codes, expected", [
+    (1, {}, REQUEUE),             # torchrun's 1: its ranks died of SIGTERM (143) in start-up
+    (143, {}, REQUEUE),           # the launcher itself
+    (143, {0: 3}, REQUEUE),       # one rank had its handler, the other not yet
+    (1, {0: 1}, FAILED),          # a crash stays a crash
+    (1, {0: 2, 1: 3}, BAD_INPUT),
+])
+def test_sigterm_before_any_checkpoint_of_the_attempt_is_a_stop(launcher_rc, codes, expected):
+    assert decide(launcher_rc, codes, False, terminated_before_save=True) == expected
