@@ -25,7 +25,10 @@ def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32
         num_attention_heads=m.num_attention_heads,
         num_query_groups=m.kv_heads,
         ffn_hidden_size=m.ffn_size,
-        kv_channels=m.hidden_size // m.num_attention_heads,
+        kv_channels=m.head_size,
+        # RMSNorm over each query / key head (model/spec.py builds the norms): megatron's
+        # finalize_model_grads reads this to sum their gradients over the TP ranks.
+        qk_layernorm=m.qk_norm,
         normalization="RMSNorm",
         layernorm_epsilon=m.norm_eps,
         gated_linear_unit=True,  # SwiGLU

@@ -23,7 +23,7 @@ from megatron_ponder.model import build_model
 from megatron_ponder.model.compile import compile_layers
 from megatron_ponder.model.spec import fused_kernels_available
 from megatron_ponder.parallel import initialize_parallel
-from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
+from megatron_ponder.parallel.grads import allreduce_tensor_parallel_partial_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.run_layout import check_writable_dir
@@ -214,8 +214,9 @@ class Trainer:
             self.shape, self.cfg.ponder.k, slots, batch["tokens"].shape[1],
             self.cfg.ponder.grad_passes)
             for batch, slots in zip(batches, pass_slots))
-        if self.cfg.parallel.sequence_parallel:
-            allreduce_sequence_parallel_grads(self.model)
+        if self.cfg.parallel.sequence_parallel or (
+                self.cfg.model.qk_norm and self.cfg.parallel.tensor_model_parallel_size > 1):
+            allreduce_tensor_parallel_partial_grads(self.model)
         # Every data-parallel rank logs, and decides on skipping, from the same mean.
         objective, *means = data_parallel_mean([objective, *parts.values(), *stats.values()],
                                                self.device)

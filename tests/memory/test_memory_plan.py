@@ -71,6 +71,10 @@ def test_parameters_per_stage_equal_the_model_and_a_hand_count(build):
                                                + 64 * 64 + 64 + 3 * (64 + 1),
         ("pause", ()): 4 * layer + embedding + head + 64 + 64,
         ("vanilla", ("model.qkv_bias=true",)): 4 * (layer + 128) + embedding + head + 64,
+        # Mistral-Nemo-style heads of 8 (QKV 64 x 8 x 8, projection 32 x 64) with Qwen3's
+        # q/k norms (2 x 8 per layer).
+        ("vanilla", ("model.head_dim=8", "model.qk_norm=true")):
+            4 * (64 * 64 + 32 * 64 + 3 * 64 * 160 + 2 * 64 + 2 * 8) + embedding + head + 64,
     }
     for (method, extra), count in hand.items():
         cfg = config(method, extra=extra)
