@@ -115,11 +115,13 @@ CASES = {
     "ponderlm3-passes": ("ponderlm3", 2, ("train.recompute=passes",)),
     "ponderlm2-layers": ("ponderlm2", 2, ("train.recompute=layers",)),
     "ponderlm3-grad2": ("ponderlm3", 2, ("ponder.grad_passes=2",)),
+    # Qwen3's shape: q/k norms over heads wider than hidden / heads.
+    "ponderlm3-qwen3": ("ponderlm3", 2, ("model.qk_norm=true", "model.head_dim=24")),
 }
 
 
 @pytest.mark.parametrize("case, bf16", [(case, False) for case in CASES] + [
-    (case, True) for case in ("vanilla", "ponderlm3", "ponderlm3-layers")])
+    (case, True) for case in ("vanilla", "ponderlm3", "ponderlm3-layers", "ponderlm3-qwen3")])
 def test_kept_activations_equal_the_exact_count(case, bf16, build):
     method, k, extra = CASES[case]
     cfg = config(method, k, (*extra, f"train.precision={'bf16' if bf16 else 'fp32'}"))
