@@ -76,7 +76,9 @@ class ModelConfig:
 
     @property
     def head_size(self) -> int:
-        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
+        if self.head_dim is not None:
+            return self.head_dim
+        return self.hidden_size // self.num_attention_heads
 
     @property
     def ffn_size(self) -> int:

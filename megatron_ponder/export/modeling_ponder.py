@@ -132,7 +132,8 @@ def _llama3(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_po
     high_freq_wavelen = original_max_positions / high_freq_factor
     wavelen = 2 * math.pi / inv_freq
     scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
-    smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smooth = ((original_max_positions / wavelen - low_freq_factor)
+              / (high_freq_factor - low_freq_factor))
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
     return torch.where(medium, smoothed, scaled)
@@ -141,7 +142,8 @@ def _llama3(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_po
 def inverse_frequencies(cfg, device=None):
     """theta^(-2i/d) after the config's RoPE scaling, float64 (megatron_ponder/model/rope.py)."""
     d = cfg.head_dim
-    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)
+    exponents = torch.arange(0, d, 2, dtype=torch.float64, device=device) / d
+    inv_freq = 1.0 / cfg.rope_theta ** exponents
     if cfg.rope_scaling_type == "linear":
         return inv_freq / cfg.rope_scaling_factor
     if cfg.rope_scaling_type == "llama3":

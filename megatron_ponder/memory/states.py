@@ -44,8 +44,8 @@ def stage_params(cfg: Config, stage: int) -> StageParams:
     """Counted from model/decoder.py and megatron's layers: per layer QKV h (n + 2g) d (and its
     bias (n + 2g) d with model.qkv_bias), the output projection n d h, SwiGLU fc1 h 2f and
     fc2 f h (n, g, f: this rank's share), two RMSNorm weights h (and the q/k norms 2 d with
-    model.qk_norm, replicated); the first stage adds the embedding (v h, this rank's vocabulary rows)
-    and Pause's vector, the last the final norm, the LM head (v h) and PonderLM-3's router."""
+    model.qk_norm, replicated); the first stage adds the embedding (v h, this rank's
+    vocabulary rows) and Pause's vector, the last the final norm, the LM head (v h) and PonderLM-3's router."""
     m, p, par = cfg.model, cfg.ponder, cfg.parallel
     method = get_method(p.method)
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size

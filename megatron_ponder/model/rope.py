@@ -27,7 +27,8 @@ def _llama3(inv_freq: torch.Tensor, factor: float, low_freq_factor: float,
     high_freq_wavelen = original_max_positions / high_freq_factor
     wavelen = 2 * math.pi / inv_freq
     scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
-    smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smooth = ((original_max_positions / wavelen - low_freq_factor)
+              / (high_freq_factor - low_freq_factor))
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
     return torch.where(medium, smoothed, scaled)
