@@ -324,6 +324,11 @@ def validate(cfg: Config) -> None:
     _require(0 < par.distributed_timeout_s <= MAX_TIMEOUT_S, "parallel.distributed_timeout_s",
              par.distributed_timeout_s, f"must be > 0 and <= {MAX_TIMEOUT_S:g} seconds")
     _validate_engine(par)
+    # The q/k norms' gradients are completed over TP after the backward (parallel/grads.py),
+    # too late for ZeRO, which takes gradients in its backward hooks.
+    _require(not (m.qk_norm and tp > 1 and par.engine == "deepspeed"), "model.qk_norm", True,
+             "with parallel.tensor_model_parallel_size > 1 needs parallel.engine=megatron "
+             "(DeepSpeed's ZeRO would take the q/k norms' gradients before their TP sum)")
     _validate_run(cfg)
 
 

@@ -77,6 +77,9 @@ CONFIG_CASES = {
                                     "model.rope_low_freq_factor=1.0"],
                                    "model.rope_low_freq_factor=1.0"),
     "odd-head-dim": (["model.head_dim=9"], "model.head_dim=9"),
+    "qk-norm-tp2-under-zero": (["model.qk_norm=true", "parallel.tensor_model_parallel_size=2",
+                                "parallel.engine=deepspeed", "parallel.zero_stage=2"],
+                               "model.qk_norm=True"),
 }
 
 
