@@ -26,7 +26,7 @@ ROUTERS = ("linear", "mlp")
 PRECISIONS = ("auto", "fp32", "bf16")
 RECOMPUTE = ("none", "layers", "passes")
 # RoPE frequency scalings the decoder implements (model/rope.py), as Hugging Face names them.
-ROPE_SCALINGS = ("linear", "llama3")
+ROPE_SCALINGS = ("linear", "llama3", "yarn")
 WANDB_MODES = ("offline", "online", "disabled")
 ENGINES = ("megatron", "deepspeed")
 
@@ -64,8 +64,9 @@ class ModelConfig:
     # RMSNorm over each query and key head before RoPE (Qwen3; megatron's qk_layernorm).
     qk_norm: bool = False
     # RoPE frequency scaling (model/rope.py): None (plain RoPE), "linear" (every frequency
-    # divided by rope_scaling_factor) or "llama3" (Llama 3.1's wavelength-dependent scaling,
-    # which also reads the three fields below). The fields stay null without a scaling.
+    # divided by rope_scaling_factor), "llama3" (Llama 3.1's wavelength-dependent scaling,
+    # which also reads the three fields below) or "yarn" (YaRN: factor, original context and
+    # the three yarn fields). A field the scaling does not read stays null.
     rope_scaling: str | None = None
     rope_scaling_factor: float | None = None
     rope_low_freq_factor: float | None = None
@@ -73,6 +74,12 @@ class ModelConfig:
     # The context the unscaled model was trained on (Hugging Face's
     # original_max_position_embeddings): wavelengths are compared against it.
     rope_original_max_positions: int | None = None
+    # "yarn" (with factor and original context): the rotation counts bounding its ramp from
+    # interpolated to kept frequencies, and the factor on cos and sin (the attention logits
+    # scale by its square).
+    rope_beta_fast: float | None = None
+    rope_beta_slow: float | None = None
+    rope_attention_factor: float | None = None
 
     @property
     def head_size(self) -> int:
@@ -333,6 +340,11 @@ def validate(cfg: Config) -> None:
 
 
 _LLAMA3_FIELDS = ("rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_positions")
+_YARN_FIELDS = ("rope_original_max_positions", "rope_beta_fast", "rope_beta_slow",
+                "rope_attention_factor")
+_ROPE_FIELDS = ("rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor",
+                "rope_original_max_positions", "rope_beta_fast", "rope_beta_slow",
+                "rope_attention_factor")
 
 
 def _validate_rope_scaling(m: ModelConfig) -> None:
@@ -341,8 +353,9 @@ def _validate_rope_scaling(m: ModelConfig) -> None:
     _require(m.rope_scaling is None or m.rope_scaling in ROPE_SCALINGS, "model.rope_scaling",
              m.rope_scaling, f"valid values: null (plain RoPE), {', '.join(ROPE_SCALINGS)}")
     used = {None: (), "linear": ("rope_scaling_factor",),
-            "llama3": ("rope_scaling_factor", *_LLAMA3_FIELDS)}[m.rope_scaling]
-    for name in ("rope_scaling_factor", *_LLAMA3_FIELDS):
+            "llama3": ("rope_scaling_factor", *_LLAMA3_FIELDS),
+            "yarn": ("rope_scaling_factor", *_YARN_FIELDS)}[m.rope_scaling]
+    for name in _ROPE_FIELDS:
         value = getattr(m, name)
         if name not in used:
             _require(value is None, f"model.{name}", value,
@@ -351,6 +364,9 @@ def _validate_rope_scaling(m: ModelConfig) -> None:
         else:
             _require(value is not None and value > 0, f"model.{name}", value,
                      f"must be > 0 with model.rope_scaling={m.rope_scaling!r}")
+    if m.rope_scaling == "yarn":
+        _require(m.rope_beta_fast > m.rope_beta_slow, "model.rope_beta_fast", m.rope_beta_fast,
+                 f"must exceed model.rope_beta_slow={m.rope_beta_slow}")
     if m.rope_scaling == "llama3":
         _require(m.rope_high_freq_factor > m.rope_low_freq_factor, "model.rope_high_freq_factor",
                  m.rope_high_freq_factor,

@@ -78,6 +78,8 @@ def hf_config(cfg: Config, eod_id: int):
                             rope_low_freq_factor=m.rope_low_freq_factor,
                             rope_high_freq_factor=m.rope_high_freq_factor,
                             rope_original_max_positions=m.rope_original_max_positions,
+                            rope_beta_fast=m.rope_beta_fast, rope_beta_slow=m.rope_beta_slow,
+                            rope_attention_factor=m.rope_attention_factor,
                             qk_norm=m.qk_norm,
                             embedding_scale=m.embed_scale, qkv_bias=m.qkv_bias,
                             ponder_method=p.method, ponder_k=p.k, ponder_tau=p.tau,

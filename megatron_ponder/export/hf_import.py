@@ -2,7 +2,7 @@
 
 LlamaForCausalLM, MistralForCausalLM (full attention), Qwen2ForCausalLM (QKV biases) and
 Qwen3ForCausalLM (per-head q/k RMSNorm) are the same decoder as ours: RMSNorm, rotate-half
-RoPE (plain, linear or llama3-scaled: export/hf_rope.py), grouped-query attention with any
+RoPE (plain, or linear / llama3 / yarn-scaled: export/hf_rope.py), grouped-query attention with any
 head size (head_dim), SwiGLU, no embedding multiplier. The architecture fields come from
 config.json; everything else (data, optimisation, the method) from the user's recipe. A field this decoder cannot represent is
 refused naming it, never approximated (docs/decisions.md, "Bring your own model").

@@ -2,10 +2,13 @@
 
 config.json carries them as `rope_scaling` (transformers 4: the scaling, with `rope_theta`
 beside it) or `rope_parameters` (transformers 5: both). The decoder implements plain RoPE and
-the `linear` and `llama3` scalings (model/rope.py); every other type is refused with why.
+the `linear`, `llama3` and `yarn` scalings (model/rope.py); every other type is refused with
+why.
 """
 
 from __future__ import annotations
+
+import math
 
 from megatron_ponder.config import ConfigError, ModelConfig
 
@@ -16,11 +19,13 @@ _FIELDS = {
     "llama3": {"factor": "rope_scaling_factor", "low_freq_factor": "rope_low_freq_factor",
                "high_freq_factor": "rope_high_freq_factor",
                "original_max_position_embeddings": "rope_original_max_positions"},
+    "yarn": {"factor": "rope_scaling_factor",
+             "original_max_position_embeddings": "rope_original_max_positions",
+             "beta_fast": "rope_beta_fast", "beta_slow": "rope_beta_slow",
+             "attention_factor": "rope_attention_factor"},
 }
+_ALL_FIELDS = sorted({name for fields in _FIELDS.values() for name in fields.values()})
 _WHY_NOT = {
-    "yarn": "YaRN multiplies cos and sin by an attention factor (mscale) besides rescaling the "
-            "frequencies, and the decoder's RoPE table carries angles only (megatron-core's "
-            "YarnRotaryEmbedding returns the factor separately, for its own attention path)",
     "dynamic": "dynamic NTK scaling changes the frequencies with each sequence's length, while "
                "the decoder's table is fixed per position (slots repeat positions)",
     "longrope": "LongRoPE's per-frequency factors and attention factor are not implemented",
@@ -49,11 +54,34 @@ def _scaling(hf: dict) -> tuple[str, dict] | None:
     return found[0] if found else None
 
 
+def _yarn_defaults(field: str, rope: dict, hf: dict) -> dict:
+    """transformers' YaRN defaults filled in (`_compute_yarn_parameters`), so the run's config
+    holds every number the model uses; DeepSeek's mscale variants and truncate=false refused."""
+    for key in ("mscale", "mscale_all_dim"):
+        if rope.get(key):
+            raise _refuse(f"{field}.{key}", rope[key], "DeepSeek's YaRN attention-factor variant "
+                          "is not implemented (only the default 0.1 ln(factor) + 1)")
+    if rope.get("truncate", True) is not True:
+        raise _refuse(f"{field}.truncate", rope["truncate"], "only YaRN's default ramp over "
+                      "whole channel pairs (truncate true) is implemented")
+    rope = dict(rope)
+    original = rope.get("original_max_position_embeddings")
+    if rope.get("factor") is None and isinstance(original, (int, float)) and original > 0:
+        rope["factor"] = hf.get("max_position_embeddings", 0) / original
+    rope.setdefault("beta_fast", 32.0)
+    rope.setdefault("beta_slow", 1.0)
+    rope["beta_fast"], rope["beta_slow"] = rope["beta_fast"] or 32.0, rope["beta_slow"] or 1.0
+    factor = rope.get("factor")
+    if rope.get("attention_factor") is None and isinstance(factor, (int, float)) and factor > 0:
+        rope["attention_factor"] = 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
+    return rope
+
+
 def rope_fields(hf: dict) -> dict:
     """config.json -> the model's rotary_base and rope_* fields (null where unscaled)."""
     theta = hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta"))
     fields = {"rotary_base": float(theta if theta is not None else _DEFAULT_ROPE_THETA),
-              "rope_scaling": None, **{name: None for name in _FIELDS["llama3"].values()}}
+              "rope_scaling": None, **{name: None for name in _ALL_FIELDS}}
     for field in ("rope_parameters", "rope_scaling"):
         partial = (hf.get(field) or {}).get("partial_rotary_factor", 1.0)
         if float(partial or 1.0) != 1.0:
@@ -69,6 +97,8 @@ def rope_fields(hf: dict) -> dict:
         raise _refuse(f"{field}.rope_type", kind, f"{why}; importable: default (plain RoPE), "
                       f"{', '.join(_FIELDS)}")
     fields["rope_scaling"] = kind
+    if kind == "yarn":
+        rope = _yarn_defaults(field, rope, hf)
     for key, name in _FIELDS[kind].items():
         value = rope.get(key)
         if key == "original_max_position_embeddings" and value is None:
@@ -79,7 +109,9 @@ def rope_fields(hf: dict) -> dict:
     if kind == "llama3" and not float(rope["high_freq_factor"]) > float(rope["low_freq_factor"]):
         raise _refuse(f"{field}.high_freq_factor", rope["high_freq_factor"],
                       "must exceed low_freq_factor")
-    if kind == "llama3" and not float(fields["rope_original_max_positions"]).is_integer():
+    if kind == "yarn" and not fields["rope_beta_fast"] > fields["rope_beta_slow"]:
+        raise _refuse(f"{field}.beta_fast", rope["beta_fast"], "must exceed beta_slow")
+    if kind != "linear" and not float(fields["rope_original_max_positions"]).is_integer():
         raise _refuse(f"{field}.original_max_position_embeddings",
                       fields["rope_original_max_positions"], "must be a whole number")
     if fields["rope_original_max_positions"] is not None:

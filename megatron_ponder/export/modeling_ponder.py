@@ -58,7 +58,8 @@ class PonderLMConfig(PretrainedConfig):
                  rope_theta=10000.0, rms_norm_eps=1e-5, embedding_scale=None, qkv_bias=False,
                  head_dim=None, qk_norm=False, rope_scaling_type=None, rope_scaling_factor=None,
                  rope_low_freq_factor=None, rope_high_freq_factor=None,
-                 rope_original_max_positions=None,
+                 rope_original_max_positions=None, rope_beta_fast=None, rope_beta_slow=None,
+                 rope_attention_factor=None,
                  ponder_method="ponderlm3", ponder_k=3, ponder_tau=1e-4, ponder_max_steps=None,
                  ponder_jacobi=3, ponder_latent_init="growth", ponder_router="linear", **kwargs):
         self.vocab_size = vocab_size
@@ -76,12 +77,15 @@ class PonderLMConfig(PretrainedConfig):
         # Channels per head (None: hidden / heads; Qwen3 and Mistral-Nemo set their own).
         self.head_dim = head_dim or hidden_size // num_attention_heads
         self.qk_norm = qk_norm  # RMSNorm over each query / key head before RoPE (Qwen3)
-        # RoPE frequency scaling: None, "linear" (factor) or "llama3" (all four fields).
+        # RoPE frequency scaling: None, "linear" (factor), "llama3" (all four fields), "yarn".
         self.rope_scaling_type = rope_scaling_type
         self.rope_scaling_factor = rope_scaling_factor
         self.rope_low_freq_factor = rope_low_freq_factor
         self.rope_high_freq_factor = rope_high_freq_factor
         self.rope_original_max_positions = rope_original_max_positions
+        # YaRN: its ramp's rotation bounds, and the factor on cos and sin (logits: squared).
+        self.rope_beta_fast, self.rope_beta_slow = rope_beta_fast, rope_beta_slow
+        self.rope_attention_factor = rope_attention_factor
         self.ponder_method = ponder_method
         self.ponder_k = ponder_k  # K the model was trained with (router width)
         self.ponder_tau = ponder_tau  # hard-pruning threshold: the inference compute knob
@@ -107,9 +111,9 @@ class PonderLMConfig(PretrainedConfig):
                              f"[0, ponder_k={self.ponder_k}]")
         if int(self.ponder_jacobi) < 1:
             raise ValueError(f"ponder_jacobi={self.ponder_jacobi!r} is invalid: must be >= 1")
-        if self.rope_scaling_type not in (None, "linear", "llama3"):
+        if self.rope_scaling_type not in (None, "linear", "llama3", "yarn"):
             raise ValueError(f"rope_scaling_type={self.rope_scaling_type!r} is invalid: valid: "
-                             f"null, linear, llama3")
+                             f"null, linear, llama3, yarn")
 
 
 # ------------------------------------------------------------------------------ layers
@@ -139,6 +143,23 @@ def _llama3(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_po
     return torch.where(medium, smoothed, scaled)
 
 
+def _yarn(inv_freq: torch.Tensor, base: float, factor: float, original_max_positions: int,
+          beta_fast: float, beta_slow: float) -> torch.Tensor:
+    """YaRN: frequencies turning fewer than beta_slow times over the original context are
+    divided by `factor`, those turning more than beta_fast times kept, a linear ramp between
+    (over whole channel pairs, as transformers' truncate=True)."""
+    d = 2 * len(inv_freq)
+
+    def pair_of(rotations):  # the channel index turning `rotations` times in the context
+        wavelengths = original_max_positions / (rotations * 2 * math.pi)
+        return d * math.log(wavelengths) / (2 * math.log(base))
+
+    low, high = max(math.floor(pair_of(beta_fast)), 0), min(math.ceil(pair_of(beta_slow)), d - 1)
+    high = high + 0.001 if low == high else high  # transformers' guard against 0 / 0
+    ramp = ((torch.arange(d // 2, dtype=inv_freq.dtype) - low) / (high - low)).clamp(0, 1)
+    return inv_freq / factor * ramp + inv_freq * (1 - ramp)
+
+
 def inverse_frequencies(cfg, device=None):
     """theta^(-2i/d) after the config's RoPE scaling, float64 (megatron_ponder/model/rope.py)."""
     d = cfg.head_dim
@@ -149,6 +170,9 @@ def inverse_frequencies(cfg, device=None):
     if cfg.rope_scaling_type == "llama3":
         return _llama3(inv_freq, cfg.rope_scaling_factor, cfg.rope_low_freq_factor,
                        cfg.rope_high_freq_factor, cfg.rope_original_max_positions)
+    if cfg.rope_scaling_type == "yarn":
+        return _yarn(inv_freq, cfg.rope_theta, cfg.rope_scaling_factor,
+                     cfg.rope_original_max_positions, cfg.rope_beta_fast, cfg.rope_beta_slow)
     return inv_freq
 
 
@@ -168,6 +192,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, h, bias=False)
+        # YaRN's attention factor multiplies cos and sin: the logits by its square.
+        factor = cfg.rope_attention_factor if cfg.rope_scaling_type == "yarn" else 1.0
+        self.scale = factor ** 2 / math.sqrt(self.head_dim)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
@@ -181,7 +208,7 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        out = attend(self.layer, q, k, v, 1.0 / math.sqrt(self.head_dim))
+        out = attend(self.layer, q, k, v, self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 

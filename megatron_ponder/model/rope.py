@@ -5,7 +5,8 @@ our slots repeat positions, so we index a precomputed table by position id inste
 frequency scalings of model.rope_scaling follow transformers' modeling_rope_utils
 (`_compute_linear_scaling_rope_parameters`, `_compute_llama3_parameters`), which is what the
 checkpoints we import were trained with; megatron-core's `RotaryEmbedding._apply_scaling` is
-the same llama3 formula, but with fixed low/high factors and context.
+the same llama3 formula, but with fixed low/high factors and context. YaRN's attention factor
+is not an angle: `softmax_scale` puts its square on the attention logits.
 export/modeling_ponder.py keeps a standalone copy (tests/export/test_method_copy.py).
 """
 
@@ -34,6 +35,23 @@ def _llama3(inv_freq: torch.Tensor, factor: float, low_freq_factor: float,
     return torch.where(medium, smoothed, scaled)
 
 
+def _yarn(inv_freq: torch.Tensor, base: float, factor: float, original_max_positions: int,
+          beta_fast: float, beta_slow: float) -> torch.Tensor:
+    """YaRN: frequencies turning fewer than beta_slow times over the original context are
+    divided by `factor`, those turning more than beta_fast times kept, a linear ramp between
+    (over whole channel pairs, as transformers' truncate=True)."""
+    d = 2 * len(inv_freq)
+
+    def pair_of(rotations):  # the channel index turning `rotations` times in the context
+        wavelengths = original_max_positions / (rotations * 2 * math.pi)
+        return d * math.log(wavelengths) / (2 * math.log(base))
+
+    low, high = max(math.floor(pair_of(beta_fast)), 0), min(math.ceil(pair_of(beta_slow)), d - 1)
+    high = high + 0.001 if low == high else high  # transformers' guard against 0 / 0
+    ramp = ((torch.arange(d // 2, dtype=inv_freq.dtype) - low) / (high - low)).clamp(0, 1)
+    return inv_freq / factor * ramp + inv_freq * (1 - ramp)
+
+
 def inverse_frequencies(m: ModelConfig) -> torch.Tensor:
     """theta^(-2i/d) for i < d/2 (d = model.head_size), after model.rope_scaling; float64."""
     d = m.head_size
@@ -43,7 +61,20 @@ def inverse_frequencies(m: ModelConfig) -> torch.Tensor:
     if m.rope_scaling == "llama3":
         return _llama3(inv_freq, m.rope_scaling_factor, m.rope_low_freq_factor,
                        m.rope_high_freq_factor, m.rope_original_max_positions)
+    if m.rope_scaling == "yarn":
+        return _yarn(inv_freq, m.rotary_base,
+                     m.rope_scaling_factor, m.rope_original_max_positions, m.rope_beta_fast,
+                     m.rope_beta_slow)
     return inv_freq
+
+
+def softmax_scale(m: ModelConfig) -> float | None:
+    """The attention logits' scale where RoPE changes it, None for megatron's 1 / sqrt(d).
+    YaRN multiplies cos and sin by its attention factor: q and k each, so the logits by its
+    square (our angle table carries angles only; the factor goes here instead)."""
+    if m.rope_scaling != "yarn":
+        return None
+    return m.rope_attention_factor ** 2 / math.sqrt(m.head_size)
 
 
 class RotaryTable(nn.Module):

@@ -48,7 +48,8 @@ def hf_twin_config(cfg):
         rope_theta=m.rotary_base, rms_norm_eps=m.norm_eps, head_dim=m.head_dim,
         qk_norm=m.qk_norm, rope_scaling_type=m.rope_scaling, rope_scaling_factor=m.rope_scaling_factor,
         rope_low_freq_factor=m.rope_low_freq_factor, rope_high_freq_factor=m.rope_high_freq_factor,
-        rope_original_max_positions=m.rope_original_max_positions,
+        rope_original_max_positions=m.rope_original_max_positions, rope_beta_fast=m.rope_beta_fast,
+        rope_beta_slow=m.rope_beta_slow, rope_attention_factor=m.rope_attention_factor,
         # to_hf folds the embedding scale into a plain method's weights (a stock Llama).
         embedding_scale=1.0 if get_method(p.method).plain else None,
         ponder_method=p.method, ponder_k=p.k, ponder_tau=TAU, ponder_jacobi=p.jacobi_eval,
@@ -71,6 +72,8 @@ MODERN = {
                          rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
                          rope_original_max_positions=8),
     "nemo-linear": dict(head_dim=4, rope_scaling="linear", rope_scaling_factor=4.0),
+    "yarn": dict(rope_scaling="yarn", rope_scaling_factor=4.0, rope_original_max_positions=8,
+                 rope_beta_fast=32.0, rope_beta_slow=1.0, rope_attention_factor=1.2),
 }
 
 

@@ -1,4 +1,4 @@
-"""What import-hf still cannot represent of today's families (Llama 3.x, Qwen3, Mistral-Nemo)
+"""What import-hf still cannot represent of today's families (Llama 3.x, Qwen3, Mistral-Nemo, YaRN)
 is refused: exit 2 naming the config.json field and why, nothing written. And the model fields
 that carry them refuse inconsistent values, and a vanilla export that no stock class holds."""
 
@@ -18,10 +18,17 @@ LLAMA3 = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_fre
 
 # (architecture, config.json changes, the field the error names, a word of the reason)
 CASES = {
-    "yarn-v5": ("llama", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0,
-                                              "rope_theta": 10000.0,
-                                              "original_max_position_embeddings": 32}},
-                "rope_parameters.rope_type", "attention factor"),
+    "yarn-deepseek-mscale": ("llama", {"rope_parameters": {
+        "rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "mscale": 0.707,
+        "mscale_all_dim": 0.707, "original_max_position_embeddings": 32}},
+        "rope_parameters.mscale", "DeepSeek"),
+    "yarn-untruncated": ("llama", {"rope_parameters": {
+        "rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "truncate": False,
+        "original_max_position_embeddings": 32}}, "rope_parameters.truncate", "whole channel"),
+    "yarn-betas-inverted": ("llama", {"rope_parameters": {
+        "rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "beta_fast": 1.0,
+        "beta_slow": 32.0, "original_max_position_embeddings": 32}},
+        "rope_parameters.beta_fast", "beta_slow"),
     "dynamic-v4": ("llama", {"rope_parameters": None, "rope_theta": 10000.0,
                              "rope_scaling": {"type": "dynamic", "factor": 2.0}},
                    "rope_scaling.rope_type", "length"),
@@ -68,7 +75,7 @@ def test_import_refuses_naming_the_field(tmp_path, capsys, case):
 
 # (override, the field the error names)
 CONFIG_CASES = {
-    "unknown-scaling": (["model.rope_scaling=yarn"], "model.rope_scaling='yarn'"),
+    "unknown-scaling": (["model.rope_scaling=dynamic"], "model.rope_scaling='dynamic'"),
     "factor-without-scaling": (["model.rope_scaling_factor=8.0"], "model.rope_scaling_factor=8.0"),
     "llama3-missing-field": (["model.rope_scaling=llama3", "model.rope_scaling_factor=8.0",
                               "model.rope_low_freq_factor=1.0", "model.rope_high_freq_factor=4.0"],
@@ -77,6 +84,10 @@ CONFIG_CASES = {
                                     "model.rope_low_freq_factor=1.0"],
                                    "model.rope_low_freq_factor=1.0"),
     "odd-head-dim": (["model.head_dim=9"], "model.head_dim=9"),
+    "yarn-missing-attention-factor": (["model.rope_scaling=yarn", "model.rope_scaling_factor=4.0",
+                                       "model.rope_original_max_positions=32",
+                                       "model.rope_beta_fast=32", "model.rope_beta_slow=1"],
+                                      "model.rope_attention_factor=None"),
     "qk-norm-tp2-under-zero": (["model.qk_norm=true", "parallel.tensor_model_parallel_size=2",
                                 "parallel.engine=deepspeed", "parallel.zero_stage=2"],
                                "model.qk_norm=True"),

@@ -73,7 +73,8 @@ def test_a_checkpoint_from_before_the_head_dim_qk_norm_and_rope_fields_still_res
 
     current = config_to_dict(tiny_config())
     new_fields = ("head_dim", "qk_norm", "rope_scaling", "rope_scaling_factor",
-                  "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_positions")
+                  "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_positions",
+                  "rope_beta_fast", "rope_beta_slow", "rope_attention_factor")
     old = {**current, "model": {k: v for k, v in current["model"].items() if k not in new_fields}}
     assert _shape_fields_differ(old, current) == []
     qwen3 = config_to_dict(tiny_config(qk_norm=True))

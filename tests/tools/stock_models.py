@@ -29,6 +29,11 @@ ARCHITECTURES = {
         "high_freq_factor": 4.0, "original_max_position_embeddings": 32}}),
     "llama-linear": ("LlamaConfig", "LlamaForCausalLM", {"rope_parameters": {
         "rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}}),
+    # YaRN (Qwen2.5 / Qwen3 long-context configs) with transformers' defaults: beta 32 / 1,
+    # attention factor 0.1 ln 4 + 1.
+    "llama-yarn": ("LlamaConfig", "LlamaForCausalLM", {"rope_parameters": {
+        "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+        "original_max_position_embeddings": 32}}),
     # Qwen3: q/k RMSNorm and heads wider than hidden / heads (32 against 16).
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"rope_theta": 1000000.0, "head_dim": 32}),
     # SmolLM2: a Llama with tied embeddings, 3 query heads on one KV head.

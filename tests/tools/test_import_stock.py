@@ -33,6 +33,7 @@ RECIPE = str(REPO / "recipes" / "continue_cpu.yaml")
 TOL = 1e-5
 PLAIN_CLASS = {"llama": "LlamaForCausalLM", "mistral": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                "llama3": "LlamaForCausalLM", "llama-linear": "LlamaForCausalLM",
+               "llama-yarn": "LlamaForCausalLM",
                "qwen3": "Qwen3ForCausalLM", "smollm2": "LlamaForCausalLM",
                "mistral-nemo": "LlamaForCausalLM"}
 TIED = {"qwen2", "smollm2"}
@@ -41,7 +42,7 @@ LENGTHS = (ORIGINAL_CONTEXT - 8, 60)
 # PonderLM-3's export against our forward: two implementations through 5 passes with a
 # soft-masked fusion (the bound of tests/tools/test_export_hf.py). Measured: up to 1.2e-5.
 EXPORT_TOL = 1e-4
-MODERN = ["llama3", "llama-linear", "qwen3", "smollm2", "mistral-nemo"]
+MODERN = ["llama3", "llama-linear", "llama-yarn", "qwen3", "smollm2", "mistral-nemo"]
 
 
 def import_stock(folder, run, tokenizer, method, k, *overrides):
@@ -75,7 +76,8 @@ def test_vanilla_import_equals_hf_and_exports_the_original_tensors(tmp_path, too
     m = cfg.model
     assert (m.qkv_bias, m.qk_norm, m.embedding_scale) == (arch == "qwen2", arch == "qwen3", 1.0)
     assert m.rotary_base == hf.config.rope_parameters["rope_theta"]
-    assert m.rope_scaling == {"llama3": "llama3", "llama-linear": "linear"}.get(arch)
+    assert m.rope_scaling == {"llama3": "llama3", "llama-linear": "linear",
+                              "llama-yarn": "yarn"}.get(arch)
     assert m.head_size == head_dim(hf.config)
     assert (m.head_dim is None) == (head_dim(hf.config) * m.num_attention_heads == m.hidden_size)
     assert (tmp_path / "run" / "config.yaml").is_file()
@@ -99,7 +101,9 @@ def test_vanilla_import_equals_hf_and_exports_the_original_tensors(tmp_path, too
         assert torch.equal(exported["lm_head.weight"], original["model.embed_tokens.weight"])
     back = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()  # no remote code
     assert type(back).__name__ == PLAIN_CLASS[arch]
-    assert back.config.rope_parameters == hf.config.rope_parameters
+    # The original's RoPE settings, plus (YaRN) the defaults it left to transformers, spelled out.
+    original_rope = hf.config.rope_parameters
+    assert {k: back.config.rope_parameters[k] for k in original_rope} == original_rope
     assert head_dim(back.config) == head_dim(hf.config)
     for tokens, logits in expected.values():
         with torch.no_grad():
@@ -141,7 +145,7 @@ def randomised_router_checkpoint(run, tau_bias=(0.0, 0.0, -1.5)):
     return load_model(run, device="cpu")[0]
 
 
-@pytest.mark.parametrize("arch", ["llama3", "qwen3", "mistral-nemo"])
+@pytest.mark.parametrize("arch", ["llama3", "llama-yarn", "qwen3", "mistral-nemo"])
 def test_ponderlm3_import_exports_logits_and_greedy_generation(tmp_path, tool_tokenizer, arch,
                                                               capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
