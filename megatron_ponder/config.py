@@ -25,6 +25,8 @@ LATENT_INITS = ("growth", "copy")
 ROUTERS = ("linear", "mlp")
 PRECISIONS = ("auto", "fp32", "bf16")
 RECOMPUTE = ("none", "layers", "passes")
+# RoPE frequency scalings the decoder implements (model/rope.py), as Hugging Face names them.
+ROPE_SCALINGS = ("linear", "llama3", "yarn")
 WANDB_MODES = ("offline", "online", "disabled")
 ENGINES = ("megatron", "deepspeed")
 
@@ -56,6 +58,34 @@ class ModelConfig:
     # Token embeddings are multiplied by this; None -> PonderLM-2's sqrt(2.5 H). Imported
     # Llama-family checkpoints use 1.0, their own (docs/decisions.md, "Bring your own model").
     embedding_scale: float | None = None
+    # Size of one attention head (megatron's kv_channels); None -> hidden_size / heads.
+    # Qwen3 and Mistral-Nemo set it apart from the hidden size.
+    head_dim: int | None = None
+    # RMSNorm over each query and key head before RoPE (Qwen3; megatron's qk_layernorm).
+    qk_norm: bool = False
+    # RoPE frequency scaling (model/rope.py): None (plain RoPE), "linear" (every frequency
+    # divided by rope_scaling_factor), "llama3" (Llama 3.1's wavelength-dependent scaling,
+    # which also reads the three fields below) or "yarn" (YaRN: factor, original context and
+    # the three yarn fields). A field the scaling does not read stays null.
+    rope_scaling: str | None = None
+    rope_scaling_factor: float | None = None
+    rope_low_freq_factor: float | None = None
+    rope_high_freq_factor: float | None = None
+    # The context the unscaled model was trained on (Hugging Face's
+    # original_max_position_embeddings): wavelengths are compared against it.
+    rope_original_max_positions: int | None = None
+    # "yarn" (with factor and original context): the rotation counts bounding its ramp from
+    # interpolated to kept frequencies, and the factor on cos and sin (the attention logits
+    # scale by its square).
+    rope_beta_fast: float | None = None
+    rope_beta_slow: float | None = None
+    rope_attention_factor: float | None = None
+
+    @property
+    def head_size(self) -> int:
+        if self.head_dim is not None:
+            return self.head_dim
+        return self.hidden_size // self.num_attention_heads
 
     @property
     def ffn_size(self) -> int:
@@ -249,8 +279,13 @@ def validate(cfg: Config) -> None:
     for name in ("vocab_size", "hidden_size", "num_layers", "num_attention_heads",
                  "max_position_embeddings"):
         _require(getattr(m, name) >= 1, f"model.{name}", getattr(m, name), "must be >= 1")
-    _require(m.hidden_size % m.num_attention_heads == 0, "model.hidden_size", m.hidden_size,
-             f"must be divisible by model.num_attention_heads={m.num_attention_heads}")
+    if m.head_dim is None:
+        _require(m.hidden_size % m.num_attention_heads == 0, "model.hidden_size", m.hidden_size,
+                 f"must be divisible by model.num_attention_heads={m.num_attention_heads} "
+                 f"(or set model.head_dim)")
+    else:  # RoPE rotates pairs of a head's channels
+        _require(m.head_dim >= 2 and m.head_dim % 2 == 0, "model.head_dim", m.head_dim,
+                 "must be an even number >= 2, or null (hidden_size / num_attention_heads)")
     _require(m.num_attention_heads % m.kv_heads == 0, "model.num_query_groups", m.num_query_groups,
              f"must divide model.num_attention_heads={m.num_attention_heads}")
     _require(m.ffn_size >= 1, "model.ffn_hidden_size", m.ffn_hidden_size, "must be >= 1 or null")
@@ -258,6 +293,7 @@ def validate(cfg: Config) -> None:
     _require(m.norm_eps > 0, "model.norm_eps", m.norm_eps, "must be > 0")
     _require(m.rotary_base > 1, "model.rotary_base", m.rotary_base, "must be > 1")
     _require(m.embed_scale > 0, "model.embedding_scale", m.embedding_scale, "must be > 0 or null")
+    _validate_rope_scaling(m)
 
     _require(p.method in METHODS, "ponder.method", p.method, f"valid values: {', '.join(METHODS)}")
     _require(p.k >= 0, "ponder.k", p.k, "must be >= 0 (number of pondering steps)")
@@ -304,7 +340,46 @@ def validate(cfg: Config) -> None:
     _require(0 < par.distributed_timeout_s <= MAX_TIMEOUT_S, "parallel.distributed_timeout_s",
              par.distributed_timeout_s, f"must be > 0 and <= {MAX_TIMEOUT_S:g} seconds")
     _validate_engine(par)
+    # The q/k norms' gradients are completed over TP after the backward (parallel/grads.py),
+    # too late for ZeRO, which takes gradients in its backward hooks.
+    _require(not (m.qk_norm and tp > 1 and par.engine == "deepspeed"), "model.qk_norm", True,
+             "with parallel.tensor_model_parallel_size > 1 needs parallel.engine=megatron "
+             "(DeepSpeed's ZeRO would take the q/k norms' gradients before their TP sum)")
     _validate_run(cfg)
+
+
+_LLAMA3_FIELDS = ("rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_positions")
+_YARN_FIELDS = ("rope_original_max_positions", "rope_beta_fast", "rope_beta_slow",
+                "rope_attention_factor")
+_ROPE_FIELDS = ("rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor",
+                "rope_original_max_positions", "rope_beta_fast", "rope_beta_slow",
+                "rope_attention_factor")
+
+
+def _validate_rope_scaling(m: ModelConfig) -> None:
+    """A scaling names its type and exactly the fields it reads; a field without the type
+    that reads it would silently do nothing, so it is refused."""
+    _require(m.rope_scaling is None or m.rope_scaling in ROPE_SCALINGS, "model.rope_scaling",
+             m.rope_scaling, f"valid values: null (plain RoPE), {', '.join(ROPE_SCALINGS)}")
+    used = {None: (), "linear": ("rope_scaling_factor",),
+            "llama3": ("rope_scaling_factor", *_LLAMA3_FIELDS),
+            "yarn": ("rope_scaling_factor", *_YARN_FIELDS)}[m.rope_scaling]
+    for name in _ROPE_FIELDS:
+        value = getattr(m, name)
+        if name not in used:
+            _require(value is None, f"model.{name}", value,
+                     f"must be null with model.rope_scaling={m.rope_scaling!r} (it reads "
+                     f"{', '.join('model.' + u for u in used) or 'no scaling field'})")
+        else:
+            _require(value is not None and value > 0, f"model.{name}", value,
+                     f"must be > 0 with model.rope_scaling={m.rope_scaling!r}")
+    if m.rope_scaling == "yarn":
+        _require(m.rope_beta_fast > m.rope_beta_slow, "model.rope_beta_fast", m.rope_beta_fast,
+                 f"must exceed model.rope_beta_slow={m.rope_beta_slow}")
+    if m.rope_scaling == "llama3":
+        _require(m.rope_high_freq_factor > m.rope_low_freq_factor, "model.rope_high_freq_factor",
+                 m.rope_high_freq_factor,
+                 f"must exceed model.rope_low_freq_factor={m.rope_low_freq_factor}")
 
 
 def _validate_engine(par: ParallelConfig) -> None:

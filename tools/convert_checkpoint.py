@@ -17,8 +17,9 @@ the run's data position and schedule. The data-parallel size and the engine (meg
 DeepSpeed ZeRO 1-3) need no conversion: every engine stores the same per-parameter state,
 and any data-parallel size loads it.
 
-import-hf with --recipe reads a LlamaForCausalLM, MistralForCausalLM (full attention) or
-Qwen2ForCausalLM folder (safetensors, one file or sharded): the architecture from its
+import-hf with --recipe reads a LlamaForCausalLM (Llama 2/3.x, SmolLM2), MistralForCausalLM
+(full attention), Qwen2ForCausalLM or Qwen3ForCausalLM folder (safetensors, one file or
+sharded; plain, linear, llama3 or yarn RoPE; any head_dim): the architecture from its
 config.json, everything else from the recipe; what the decoder cannot represent is refused
 naming the field. It writes OUTPUT/config.yaml and a checkpoint at data position --step with
 a fresh optimizer state; parameters the method adds (PonderLM-3's router: zero) start as in
@@ -64,8 +65,9 @@ def parse_args(argv):
                               "vouch for (one saved before manifests existed)")
     manifest.add_argument("step_dir", help="a step_NNNNNNN directory without manifest.json")
     imp = sub.add_parser("import-hf", help="Hugging Face folder -> trainer checkpoint")
-    imp.add_argument("input", help="a stock Llama / Mistral / Qwen2 folder (with --recipe), or "
-                     "a folder written by tools/export_hf.py (exact, without --recipe)")
+    imp.add_argument("input", help="a stock Llama / Mistral / Qwen2 / Qwen3 folder (with "
+                     "--recipe), or a folder written by tools/export_hf.py (exact, without "
+                     "--recipe)")
     imp.add_argument("output", help="run directory to write (must not hold a run)")
     imp.add_argument("overrides", nargs="*", help="recipe overrides section.key=value")
     imp.add_argument("--recipe", help="recipe for everything but the architecture, which comes "
@@ -158,7 +160,7 @@ def add_manifest(args) -> None:
 
 
 def _stock_checkpoint(args):
-    """(run config, its parameters, notes) of a stock Llama/Mistral/Qwen2 folder."""
+    """(run config, its parameters, notes) of a stock Llama/Mistral/Qwen2/Qwen3 folder."""
     from megatron_ponder.export.hf_folder import read_config, read_weights
     from megatron_ponder.export.hf_import import stock_config, stock_state, tied_embeddings
 

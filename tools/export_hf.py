@@ -8,8 +8,10 @@ Example:
 
 PonderLM-3/PonderLM-2/Pause load with trust_remote_code (modeling_ponder.py ships in the
 folder; tau = ponder_tau and K_max = ponder_max_steps can be overridden at load); a vanilla
-export is a plain LlamaForCausalLM. The tokenizer is the run's sentencepiece model, with
-</s> (the end-of-document token every training document ends with) as BOS and EOS.
+export is the stock class: LlamaForCausalLM, Qwen2ForCausalLM (QKV biases) or
+Qwen3ForCausalLM (q/k norms), with the model's RoPE scaling and head_dim. The tokenizer is
+the run's sentencepiece model, with </s> (the end-of-document token every training document
+ends with) as BOS and EOS.
 --flops-budget R (instead of --tau): ponder_tau is calibrated on validation sequences of the
 checkpoint's data to spend R of the inference FLOPs of the same model with every latent step
 kept; config.json records the budget and the calibration as ponder_flops_budget.
@@ -18,6 +20,7 @@ kept; config.json records the budget and the calibration as ponder_flops_budget.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.ponder.registry import get_method
 
     plain = get_method(cfg.ponder.method).plain
-    kind = "LlamaForCausalLM" if plain else "PonderLMForCausalLM (trust_remote_code)"
+    written = json.loads((Path(out) / "config.json").read_text())["architectures"][0]
+    kind = written if plain else f"{written} (trust_remote_code)"
     print(f"exported {cfg.ponder.method} (K={cfg.ponder.k}, tau={cfg.ponder.tau}) to {out} as {kind}")
     return 0
 

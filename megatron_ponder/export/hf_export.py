@@ -1,7 +1,7 @@
 """Trainer checkpoint -> Hugging Face folder, and back (tools/export_hf.py, convert_checkpoint.py).
 
 The folder: config.json (PonderLMConfig with auto_map, or a plain LlamaConfig / Qwen2Config
-(QKV biases) for a method that adds nothing to the decoder, vanilla;
+(QKV biases) / Qwen3Config (q/k norms) for a method that adds nothing to the decoder, vanilla;
 the project config rides along as `megatron_ponder_config` for an exact import), the
 weights as model.safetensors, modeling_ponder.py (this package's standalone file) and the
 tokenizer: a Hugging Face tokenizer's files copied unchanged (so AutoTokenizer loads exactly
@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from megatron_ponder.config import Config, ConfigError, config_from_dict, config_to_dict
 from megatron_ponder.export import hf_weights
+from megatron_ponder.export.hf_rope import hf_rope_parameters
 from megatron_ponder.ponder.registry import get_method, names_where
 from megatron_ponder.run_layout import EXPORT_WEIGHTS, check_export_output
 
@@ -33,25 +34,32 @@ def _common(cfg: Config, eod_id: int) -> dict:
     return dict(vocab_size=m.vocab_size, hidden_size=m.hidden_size, intermediate_size=m.ffn_size,
                 num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
                 num_key_value_heads=m.kv_heads, max_position_embeddings=m.max_position_embeddings,
-                rms_norm_eps=m.norm_eps, tie_word_embeddings=False,
+                rms_norm_eps=m.norm_eps, tie_word_embeddings=False, head_dim=m.head_size,
                 # Training documents are separated by </s>: it is BOS, EOS and padding here.
                 bos_token_id=eod_id, eos_token_id=eod_id, pad_token_id=eod_id,
                 megatron_ponder_config=config_to_dict(cfg))
 
 
 def _plain_config(cfg: Config, eod_id: int):
-    """vanilla: Llama, or Qwen2 where the model has QKV biases (Llama's attention_bias would
-    add an output-projection bias too)."""
-    if cfg.model.qkv_bias:
-        from transformers import Qwen2Config
+    """vanilla: Llama, Qwen2 where the model has QKV biases, Qwen3 where it has q/k norms
+    (Llama's and Qwen3's attention_bias would add an output-projection bias too)."""
+    m = cfg.model
+    rope = hf_rope_parameters(m)
+    if m.qkv_bias and m.qk_norm:
+        raise ConfigError("model.qkv_bias=true with model.qk_norm=true has no stock Hugging Face "
+                          "class (Qwen2 has no q/k norms, Qwen3's attention_bias adds an "
+                          "output-projection bias): export it with a method other than vanilla")
+    if m.qkv_bias or m.qk_norm:
+        import transformers
 
-        config = Qwen2Config(rope_theta=cfg.model.rotary_base, use_sliding_window=False,
-                             **_common(cfg, eod_id))
-        config.architectures = ["Qwen2ForCausalLM"]
+        name = "Qwen3" if m.qk_norm else "Qwen2"
+        config = getattr(transformers, f"{name}Config")(
+            rope_parameters=rope, use_sliding_window=False, **_common(cfg, eod_id))
+        config.architectures = [f"{name}ForCausalLM"]
         return config
     from transformers import LlamaConfig
 
-    config = LlamaConfig(rope_theta=cfg.model.rotary_base, attention_bias=False, mlp_bias=False,
+    config = LlamaConfig(rope_parameters=rope, attention_bias=False, mlp_bias=False,
                          **_common(cfg, eod_id))
     config.architectures = ["LlamaForCausalLM"]
     return config
@@ -65,8 +73,16 @@ def hf_config(cfg: Config, eod_id: int):
     from megatron_ponder.export.modeling_ponder import PonderLMConfig
 
     p = cfg.ponder
-    config = PonderLMConfig(rope_theta=cfg.model.rotary_base,
-                            embedding_scale=cfg.model.embed_scale, qkv_bias=cfg.model.qkv_bias,
+    m = cfg.model
+    config = PonderLMConfig(rope_theta=m.rotary_base, rope_scaling_type=m.rope_scaling,
+                            rope_scaling_factor=m.rope_scaling_factor,
+                            rope_low_freq_factor=m.rope_low_freq_factor,
+                            rope_high_freq_factor=m.rope_high_freq_factor,
+                            rope_original_max_positions=m.rope_original_max_positions,
+                            rope_beta_fast=m.rope_beta_fast, rope_beta_slow=m.rope_beta_slow,
+                            rope_attention_factor=m.rope_attention_factor,
+                            qk_norm=m.qk_norm,
+                            embedding_scale=m.embed_scale, qkv_bias=m.qkv_bias,
                             ponder_method=p.method, ponder_k=p.k, ponder_tau=p.tau,
                             ponder_jacobi=p.jacobi_eval, ponder_latent_init=p.latent_init,
                             ponder_router=p.router, **_common(cfg, eod_id))

@@ -1,9 +1,10 @@
 """A stock Llama-family Hugging Face checkpoint -> the project's config and parameters.
 
-LlamaForCausalLM, MistralForCausalLM (full attention) and Qwen2ForCausalLM (QKV biases) are
-the same decoder as ours: RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, no
-embedding multiplier. The architecture fields come from config.json; everything else (data,
-optimisation, the method) from the user's recipe. A field this decoder cannot represent is
+LlamaForCausalLM, MistralForCausalLM (full attention), Qwen2ForCausalLM (QKV biases) and
+Qwen3ForCausalLM (per-head q/k RMSNorm) are the same decoder as ours: RMSNorm, rotate-half
+RoPE (plain, or linear / llama3 / yarn-scaled: export/hf_rope.py), grouped-query attention with any
+head size (head_dim), SwiGLU, no embedding multiplier. The architecture fields come from
+config.json; everything else (data, optimisation, the method) from the user's recipe. A field this decoder cannot represent is
 refused naming it, never approximated (docs/decisions.md, "Bring your own model").
 """
 
@@ -15,12 +16,12 @@ import torch
 
 from megatron_ponder.config import Config, ConfigError, config_from_dict, read_recipe
 from megatron_ponder.export import hf_weights
+from megatron_ponder.export.hf_rope import rope_fields
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
-                 "Qwen2ForCausalLM": "qwen2"}
-# transformers' own defaults (the same in all three classes) where config.json leaves a
+                 "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+# transformers' own defaults (the same in all four classes) where config.json leaves a
 # field out; the fields that size the model have none here.
-_DEFAULT_ROPE_THETA = 10000.0
 _DEFAULT_RMS_NORM_EPS = 1e-6
 _DEFAULT_ACT = "silu"
 _IGNORED_TENSOR = ".self_attn.rotary_emb.inv_freq"  # derived buffer in old checkpoints
@@ -44,29 +45,11 @@ def _required(hf: dict, field: str):
     return hf[field]
 
 
-def _rope_theta(hf: dict) -> float:
-    """rope_theta (transformers 4) or rope_parameters.rope_theta (5); a scaling type is refused:
-    the decoder's RoPE is the plain one."""
-    for field in ("rope_scaling", "rope_parameters"):
-        rope = hf.get(field)
-        if rope is None:
-            continue
-        if not isinstance(rope, dict):
-            raise _refuse(field, rope, "expected an object")
-        kind = rope.get("rope_type", rope.get("type", "default"))
-        if kind != "default":
-            raise _refuse(f"{field}.rope_type", kind, "the decoder has plain RoPE only (rope_type "
-                          "'default'); scaled RoPE (linear, dynamic, yarn, llama3, ...) would "
-                          "change the model")
-    theta = hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta"))
-    return float(theta if theta is not None else _DEFAULT_ROPE_THETA)
-
-
 def _check_attention(hf: dict, arch: str, max_positions: int) -> None:
     window = hf.get("sliding_window")
-    if arch == "qwen2" and not hf.get("use_sliding_window") and not any(
+    if arch in ("qwen2", "qwen3") and not hf.get("use_sliding_window") and not any(
             t != "full_attention" for t in hf.get("layer_types") or []):
-        window = None  # Qwen2 keeps a window size it does not use
+        window = None  # Qwen2/3 keep a window size they do not use
     if arch == "llama":
         window = None
     if window is not None and window < max_positions:
@@ -74,8 +57,8 @@ def _check_attention(hf: dict, arch: str, max_positions: int) -> None:
                       f"and sequences may reach max_position_embeddings={max_positions}; only "
                       f"full attention imports (sliding_window null, or no smaller than "
                       f"max_position_embeddings)")
-    if arch == "llama" and hf.get("attention_bias"):
-        raise _refuse("attention_bias", True, "Llama's attention_bias adds an output-projection "
+    if arch in ("llama", "qwen3") and hf.get("attention_bias"):
+        raise _refuse("attention_bias", True, "this attention_bias adds an output-projection "
                       "bias, which the decoder has no place for (Q/K/V biases alone: Qwen2)")
     if hf.get("mlp_bias"):
         raise _refuse("mlp_bias", True, "the decoder's MLP has no biases")
@@ -93,9 +76,15 @@ def model_fields(hf: dict) -> dict:
     if hf.get("hidden_act", _DEFAULT_ACT) != "silu":
         raise _refuse("hidden_act", hf["hidden_act"], "the decoder's MLP is SwiGLU (silu)")
     hidden, heads = _required(hf, "hidden_size"), _required(hf, "num_attention_heads")
-    if hf.get("head_dim") is not None and hf["head_dim"] * heads != hidden:
-        raise _refuse("head_dim", hf["head_dim"], f"the decoder's head dimension is "
-                      f"hidden_size / num_attention_heads = {hidden / heads:g}")
+    head_dim = hf.get("head_dim")
+    if head_dim is not None and (isinstance(head_dim, bool) or not isinstance(head_dim, int)
+                                 or head_dim < 2 or head_dim % 2):
+        raise _refuse("head_dim", head_dim, "RoPE needs an even whole number of channels per head")
+    if head_dim is None and hidden % heads:
+        raise _refuse("num_attention_heads", heads, f"without head_dim the head size is "
+                      f"hidden_size / num_attention_heads, and {hidden} / {heads} is not whole")
+    if head_dim is not None and head_dim * heads == hidden:
+        head_dim = None  # the default head size: the config stays as before head_dim existed
     if float(hf.get("partial_rotary_factor") or 1.0) != 1.0:
         raise _refuse("partial_rotary_factor", hf["partial_rotary_factor"],
                       "the decoder rotates the whole head")
@@ -106,9 +95,9 @@ def model_fields(hf: dict) -> dict:
         "num_layers": _required(hf, "num_hidden_layers"), "num_attention_heads": heads,
         "num_query_groups": hf.get("num_key_value_heads") or heads,
         "ffn_hidden_size": _required(hf, "intermediate_size"),
-        "max_position_embeddings": max_positions, "rotary_base": _rope_theta(hf),
+        "max_position_embeddings": max_positions, **rope_fields(hf), "head_dim": head_dim,
         "norm_eps": float(hf.get("rms_norm_eps", _DEFAULT_RMS_NORM_EPS)),
-        "qkv_bias": arch == "qwen2",
+        "qkv_bias": arch == "qwen2", "qk_norm": arch == "qwen3",
         # Llama has no embedding multiplier: keep the checkpoint's own (decisions.md).
         "embedding_scale": 1.0,
     }
@@ -157,7 +146,8 @@ def expected_shapes(cfg: Config, tied: bool) -> dict[str, tuple[int, ...]]:
     """Every tensor a stock checkpoint of this config holds, with its shape."""
     m = cfg.model
     h, v, f = m.hidden_size, m.vocab_size, m.ffn_size
-    q, kv = m.hidden_size, m.kv_heads * (m.hidden_size // m.num_attention_heads)
+    d = m.head_size
+    q, kv = m.num_attention_heads * d, m.kv_heads * d
     per_layer = {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
                  "self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h),
                  "self_attn.v_proj.weight": (kv, h), "self_attn.o_proj.weight": (h, q),
@@ -166,6 +156,8 @@ def expected_shapes(cfg: Config, tied: bool) -> dict[str, tuple[int, ...]]:
     if m.qkv_bias:
         per_layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,),
                       "self_attn.v_proj.bias": (kv,)}
+    if m.qk_norm:
+        per_layer |= {"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)}
     shapes = {f"model.layers.{i}.{n}": s for i in range(m.num_layers) for n, s in per_layer.items()}
     shapes |= {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
     return shapes if tied else shapes | {"lm_head.weight": (v, h)}

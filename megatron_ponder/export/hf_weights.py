@@ -3,7 +3,8 @@
 megatron's fused QKV weight is group-major: per query group, its query heads, then one key
 and one value head. Concatenating the query parts over groups gives heads in HF order, and
 HF's GQA maps query head h to kv head h // (heads / groups), as megatron does. The SwiGLU
-fc1 weight is [gate; up]; a QKV bias (Qwen2) splits like the weight's rows. Embeddings are
+fc1 weight is [gate; up]; a QKV bias (Qwen2) splits like the weight's rows; a head is
+model.head_size wide (Qwen3's head_dim), and the q/k norms (Qwen3) map one to one. Embeddings are
 stored unscaled (the model's embedding scale is the config's embedding_scale), except for
 a method that adds nothing to the decoder (vanilla), exported as a plain LlamaForCausalLM /
 Qwen2ForCausalLM, which have no embedding multiplier: there the scale is folded into the
@@ -23,6 +24,9 @@ _LAYER = {
     "self_attention.linear_proj.weight": "self_attn.o_proj.weight",
     "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
     "mlp.linear_fc2.weight": "mlp.down_proj.weight",
+    # model.qk_norm (Qwen3): one RMSNorm weight [head_dim] shared by every query / key head.
+    "self_attention.q_layernorm.weight": "self_attn.q_norm.weight",
+    "self_attention.k_layernorm.weight": "self_attn.k_norm.weight",
 }
 _QKV = {"self_attention.linear_qkv.weight": "weight", "self_attention.linear_qkv.bias": "bias"}
 _TOP = {
@@ -45,8 +49,7 @@ def _folded_scale(cfg: Config) -> float:
 
 def _qkv_split(cfg: Config) -> tuple[int, int, int]:
     m = cfg.model
-    head_dim = m.hidden_size // m.num_attention_heads
-    return m.kv_heads, m.num_attention_heads // m.kv_heads * head_dim, head_dim
+    return m.kv_heads, m.num_attention_heads // m.kv_heads * m.head_size, m.head_size
 
 
 def _split_qkv(tensor: torch.Tensor, cfg: Config) -> list[torch.Tensor]:

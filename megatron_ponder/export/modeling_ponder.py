@@ -56,6 +56,10 @@ class PonderLMConfig(PretrainedConfig):
     def __init__(self, vocab_size=256, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=None, max_position_embeddings=256,
                  rope_theta=10000.0, rms_norm_eps=1e-5, embedding_scale=None, qkv_bias=False,
+                 head_dim=None, qk_norm=False, rope_scaling_type=None, rope_scaling_factor=None,
+                 rope_low_freq_factor=None, rope_high_freq_factor=None,
+                 rope_original_max_positions=None, rope_beta_fast=None, rope_beta_slow=None,
+                 rope_attention_factor=None,
                  ponder_method="ponderlm3", ponder_k=3, ponder_tau=1e-4, ponder_max_steps=None,
                  ponder_jacobi=3, ponder_latent_init="growth", ponder_router="linear", **kwargs):
         self.vocab_size = vocab_size
@@ -70,6 +74,18 @@ class PonderLMConfig(PretrainedConfig):
         # PonderLM-2's sqrt(2.5 H): token embeddings at the RMS of the fed-back hidden states.
         self.embedding_scale = embedding_scale or math.sqrt(2.5 * hidden_size)
         self.qkv_bias = qkv_bias  # biases on q, k and v projections (Qwen2-style)
+        # Channels per head (None: hidden / heads; Qwen3 and Mistral-Nemo set their own).
+        self.head_dim = head_dim or hidden_size // num_attention_heads
+        self.qk_norm = qk_norm  # RMSNorm over each query / key head before RoPE (Qwen3)
+        # RoPE frequency scaling: None, "linear" (factor), "llama3" (all four fields), "yarn".
+        self.rope_scaling_type = rope_scaling_type
+        self.rope_scaling_factor = rope_scaling_factor
+        self.rope_low_freq_factor = rope_low_freq_factor
+        self.rope_high_freq_factor = rope_high_freq_factor
+        self.rope_original_max_positions = rope_original_max_positions
+        # YaRN: its ramp's rotation bounds, and the factor on cos and sin (logits: squared).
+        self.rope_beta_fast, self.rope_beta_slow = rope_beta_fast, rope_beta_slow
+        self.rope_attention_factor = rope_attention_factor
         self.ponder_method = ponder_method
         self.ponder_k = ponder_k  # K the model was trained with (router width)
         self.ponder_tau = ponder_tau  # hard-pruning threshold: the inference compute knob
@@ -95,6 +111,9 @@ class PonderLMConfig(PretrainedConfig):
                              f"[0, ponder_k={self.ponder_k}]")
         if int(self.ponder_jacobi) < 1:
             raise ValueError(f"ponder_jacobi={self.ponder_jacobi!r} is invalid: must be >= 1")
+        if self.rope_scaling_type not in (None, "linear", "llama3", "yarn"):
+            raise ValueError(f"rope_scaling_type={self.rope_scaling_type!r} is invalid: valid: "
+                             f"null, linear, llama3, yarn")
 
 
 # ------------------------------------------------------------------------------ layers
@@ -110,6 +129,53 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
+def _llama3(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_positions):
+    """Llama 3.1: wavelengths longer than original/low are stretched by `factor`, those
+    shorter than original/high kept, the band between interpolated smoothly."""
+    low_freq_wavelen = original_max_positions / low_freq_factor
+    high_freq_wavelen = original_max_positions / high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = ((original_max_positions / wavelen - low_freq_factor)
+              / (high_freq_factor - low_freq_factor))
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+def _yarn(inv_freq: torch.Tensor, base: float, factor: float, original_max_positions: int,
+          beta_fast: float, beta_slow: float) -> torch.Tensor:
+    """YaRN: frequencies turning fewer than beta_slow times over the original context are
+    divided by `factor`, those turning more than beta_fast times kept, a linear ramp between
+    (over whole channel pairs, as transformers' truncate=True)."""
+    d = 2 * len(inv_freq)
+
+    def pair_of(rotations):  # the channel index turning `rotations` times in the context
+        wavelengths = original_max_positions / (rotations * 2 * math.pi)
+        return d * math.log(wavelengths) / (2 * math.log(base))
+
+    low, high = max(math.floor(pair_of(beta_fast)), 0), min(math.ceil(pair_of(beta_slow)), d - 1)
+    high = high + 0.001 if low == high else high  # transformers' guard against 0 / 0
+    ramp = ((torch.arange(d // 2, dtype=inv_freq.dtype) - low) / (high - low)).clamp(0, 1)
+    return inv_freq / factor * ramp + inv_freq * (1 - ramp)
+
+
+def inverse_frequencies(cfg, device=None):
+    """theta^(-2i/d) after the config's RoPE scaling, float64 (megatron_ponder/model/rope.py)."""
+    d = cfg.head_dim
+    exponents = torch.arange(0, d, 2, dtype=torch.float64, device=device) / d
+    inv_freq = 1.0 / cfg.rope_theta ** exponents
+    if cfg.rope_scaling_type == "linear":
+        return inv_freq / cfg.rope_scaling_factor
+    if cfg.rope_scaling_type == "llama3":
+        return _llama3(inv_freq, cfg.rope_scaling_factor, cfg.rope_low_freq_factor,
+                       cfg.rope_high_freq_factor, cfg.rope_original_max_positions)
+    if cfg.rope_scaling_type == "yarn":
+        return _yarn(inv_freq, cfg.rope_theta, cfg.rope_scaling_factor,
+                     cfg.rope_original_max_positions, cfg.rope_beta_fast, cfg.rope_beta_slow)
+    return inv_freq
+
+
 def rotate_half(x):
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -120,21 +186,29 @@ class Attention(nn.Module):
         super().__init__()
         self.layer = layer
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.head_dim = cfg.head_dim
         h = cfg.hidden_size
         self.q_proj = nn.Linear(h, self.heads * self.head_dim, bias=cfg.qkv_bias)
         self.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, h, bias=False)
+        # YaRN's attention factor multiplies cos and sin: the logits by its square.
+        factor = cfg.rope_attention_factor if cfg.rope_scaling_type == "yarn" else 1.0
+        self.scale = factor ** 2 / math.sqrt(self.head_dim)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, attend):
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        out = attend(self.layer, q, k, v, 1.0 / math.sqrt(self.head_dim))
+        out = attend(self.layer, q, k, v, self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -311,9 +385,7 @@ class PonderLMModel(PonderLMPreTrainedModel):
         """x [B, S, H], positions [B, S] -> final-norm output [B, S, H]."""
         # Computed here, not kept as a buffer: from_pretrained builds modules on the meta
         # device and would leave a non-persistent buffer uninitialised.
-        head_dim = self.config.hidden_size // self.config.num_attention_heads
-        inv_freq = 1.0 / self.config.rope_theta ** (
-            torch.arange(0, head_dim, 2, dtype=torch.float64, device=x.device) / head_dim)
+        inv_freq = inverse_frequencies(self.config, x.device)
         angles = positions[..., None].to(torch.float64) * inv_freq
         angles = torch.cat([angles, angles], dim=-1).float()[:, None]  # [B, 1, S, D]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)

@@ -43,6 +43,7 @@ class Widths:
     compute_bytes: int  # 4 fp32, 2 bf16 autocast
     device: str  # "cpu" or "cuda": which RMSNorm and attention kernels run
     backend: str  # ponder.attention_backend
+    qk_norm: bool = False  # model.qk_norm: an RMSNorm over each query and key head
 
     @property
     def norm_output_bytes(self) -> int:
@@ -98,7 +99,27 @@ def layer_slot_bytes(w: Widths, key_bias: bool, first_in_stack: bool) -> float:
         raise ValueError(f"ponder.attention_backend={w.backend!r}: the planner models the "
                          "augmented and flex backends (reference is a test oracle, O(S^2))")
     mlp = 2 * w.ffn * e + w.ffn * e  # fc1 output [gate; up] (SwiGLU), fc2's input
-    return norms + attention + mlp
+    return norms + attention + mlp + _qk_norms(w)
+
+
+def _qk_norms(w: Widths) -> float:
+    """Bytes the q/k norms keep per slot: as `_norm` over the (n + g) d channels of q and k,
+    with one 1/rms per head. With fp32 compute they keep their inputs as they are: k is a view
+    of the fused QKV output, which it keeps alive whole ((n + 2g) d), and q a copy when a group
+    holds several query heads (megatron's reshape of the group-major split cannot be a view);
+    with a cast (bf16 autocast) they keep fp32 copies of q and k instead."""
+    if not w.qk_norm:
+        return 0
+    width, heads = (w.heads + w.groups) * w.head_dim, w.heads + w.groups
+    if w.sequence_parallel:  # TE's norm: its input (a copy) and 1/rms
+        return width * w.compute_bytes + heads * FP32
+    kept_input = width * FP32
+    if w.compute_bytes == FP32:
+        q_copy = w.heads * w.head_dim if w.heads != w.groups else 0
+        kept_input = ((w.heads + 2 * w.groups) * w.head_dim + q_copy) * FP32
+    if w.device == "cuda":  # fused kernel: the (fp32) input and 1/rms
+        return kept_input + heads * FP32
+    return kept_input + width * FP32 + heads * FP32  # CPU composite: + the normalised input
 
 
 def layer_position_bytes(w: Widths) -> float:

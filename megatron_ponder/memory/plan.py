@@ -87,11 +87,11 @@ def widths(cfg: Config, cuda: bool) -> act.Widths:
     tp = par.tensor_model_parallel_size
     return act.Widths(
         hidden=m.hidden_size, heads=m.num_attention_heads // tp, groups=m.kv_heads // tp,
-        head_dim=m.hidden_size // m.num_attention_heads, ffn=m.ffn_size // tp,
+        head_dim=m.head_size, ffn=m.ffn_size // tp,
         vocab=m.vocab_size // tp, layers=m.num_layers // par.pipeline_model_parallel_size,
         k=p.k, tp=tp, sequence_parallel=par.sequence_parallel,
         compute_bytes=2 if uses_bf16(cfg, cuda) else 4, device="cuda" if cuda else "cpu",
-        backend=p.attention_backend)
+        backend=p.attention_backend, qk_norm=m.qk_norm)
 
 
 def program_for(cfg: Config, micro_batch: int, jacobi: int | None = None):

@@ -43,16 +43,17 @@ class StageParams:
 def stage_params(cfg: Config, stage: int) -> StageParams:
     """Counted from model/decoder.py and megatron's layers: per layer QKV h (n + 2g) d (and its
     bias (n + 2g) d with model.qkv_bias), the output projection n d h, SwiGLU fc1 h 2f and
-    fc2 f h (n, g, f: this rank's share), two RMSNorm weights h; the first stage adds the embedding (v h, this rank's vocabulary rows)
-    and Pause's vector, the last the final norm, the LM head (v h) and PonderLM-3's router."""
+    fc2 f h (n, g, f: this rank's share), two RMSNorm weights h (and the q/k norms 2 d with
+    model.qk_norm, replicated); the first stage adds the embedding (v h, this rank's
+    vocabulary rows) and Pause's vector, the last the final norm, the LM head (v h) and PonderLM-3's router."""
     m, p, par = cfg.model, cfg.ponder, cfg.parallel
     method = get_method(p.method)
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
-    h, d = m.hidden_size, m.hidden_size // m.num_attention_heads
+    h, d = m.hidden_size, m.head_size
     n, g, f, v = m.num_attention_heads // tp, m.kv_heads // tp, m.ffn_size // tp, m.vocab_size // tp
     layers = m.num_layers // pp
     matrices = layers * (h * (n + 2 * g) * d + n * d * h + 3 * h * f)
-    other = layers * (2 * h + ((n + 2 * g) * d if m.qkv_bias else 0))
+    other = layers * (2 * h + ((n + 2 * g) * d if m.qkv_bias else 0) + (2 * d if m.qk_norm else 0))
     if stage == 0:
         other += v * h + (h if method.uses_pause else 0)
     head = 0

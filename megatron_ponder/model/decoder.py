@@ -59,7 +59,8 @@ class PonderDecoder(MegatronModule):
         self.sequence_parallel = cfg.parallel.sequence_parallel
         self.recompute_passes = cfg.train.recompute == "passes"
         spec = ponder_layer_spec(p.attention_backend, self.sequence_parallel, fused_kernels,
-                                 recompute_layers=cfg.train.recompute == "layers")
+                                 recompute_layers=cfg.train.recompute == "layers",
+                                 qk_norm=m.qk_norm)
         self.decoder = TransformerBlock(
             config, spec, post_layer_norm=False,
             pg_collection=ProcessGroupCollection.use_mpu_process_groups(),
@@ -81,8 +82,7 @@ class PonderDecoder(MegatronModule):
             )
             if method.uses_router:
                 self.router = Router(m.hidden_size, p.k, p.router)
-        self.rotary = RotaryTable(m.hidden_size // m.num_attention_heads,
-                                  m.max_position_embeddings, m.rotary_base)
+        self.rotary = RotaryTable(m)
 
     # ----------------------------------------------------------------- Backbone protocol
 

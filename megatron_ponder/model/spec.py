@@ -50,17 +50,20 @@ def fused_kernels_available(device: torch.device) -> bool:
 
 
 def ponder_layer_spec(attention_backend: str, sequence_parallel: bool = False,
-                      fused_kernels: bool = False, recompute_layers: bool = False) -> ModuleSpec:
+                      fused_kernels: bool = False, recompute_layers: bool = False,
+                      qk_norm: bool = False) -> ModuleSpec:
     """RMSNorm, SwiGLU MLP, Column/RowParallel linears; core attention is ours, and on the
     local spec the SwiGLU activation too (model/swiglu.py keeps less for the backward than
     megatron's). Sequence parallelism takes Transformer Engine's norms (the torch ones refuse
     it). fused_kernels: TE's spec (the transformer config must enable TE's RoPE fusion too:
     model/transformer_config.py). recompute_layers recomputes every layer's activations in the
-    backward (model/recompute.py), on either spec."""
+    backward (model/recompute.py), on either spec. qk_norm: megatron's qk_layernorm, an RMSNorm
+    over each query and key head before RoPE (Qwen3), TE's norm on the TE spec."""
     if fused_kernels:
-        spec = get_gpt_layer_with_transformer_engine_spec(use_te_activation_func=True)
+        spec = get_gpt_layer_with_transformer_engine_spec(use_te_activation_func=True,
+                                                          qk_layernorm=qk_norm)
     else:
-        spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+        spec = get_gpt_layer_local_spec(normalization="RMSNorm", qk_layernorm=qk_norm)
         spec.submodules.self_attention.submodules.linear_proj = GroupedRowParallelLinear
         spec.submodules.mlp.submodules.linear_fc2 = GroupedRowParallelLinear
         spec.submodules.mlp.submodules.activation_func = SwiGLU
@@ -71,6 +74,9 @@ def ponder_layer_spec(attention_backend: str, sequence_parallel: bool = False,
 
         spec.submodules.input_layernorm = TENorm
         spec.submodules.pre_mlp_layernorm = TENorm
+        if qk_norm:  # torch's norm refuses a sequence-parallel config, even over heads
+            spec.submodules.self_attention.submodules.q_layernorm = TENorm
+            spec.submodules.self_attention.submodules.k_layernorm = TENorm
     # SelfAttention calls this builder directly (not through build_module): a partial.
     spec.submodules.self_attention.submodules.core_attention = partial(
         SoftMaskCoreAttention, backend=attention_backend

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from megatron.core.transformer import TransformerConfig
 
 from megatron_ponder.config import Config
+from megatron_ponder.model.rope import softmax_scale
 
 
 def _filled_by_init_py(tensor: torch.Tensor) -> torch.Tensor:
@@ -25,7 +26,11 @@ def to_transformer_config(cfg: Config, params_dtype: torch.dtype = torch.float32
         num_attention_heads=m.num_attention_heads,
         num_query_groups=m.kv_heads,
         ffn_hidden_size=m.ffn_size,
-        kv_channels=m.hidden_size // m.num_attention_heads,
+        kv_channels=m.head_size,
+        softmax_scale=softmax_scale(m),  # YaRN's attention factor (model/rope.py)
+        # RMSNorm over each query / key head (model/spec.py builds the norms): megatron's
+        # finalize_model_grads reads this to sum their gradients over the TP ranks.
+        qk_layernorm=m.qk_norm,
         normalization="RMSNorm",
         layernorm_epsilon=m.norm_eps,
         gated_linear_unit=True,  # SwiGLU

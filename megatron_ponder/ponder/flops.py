@@ -20,22 +20,26 @@ class DecoderShape:
     heads: int
     kv_heads: int
     vocab: int
+    # Channels per head (model.head_dim); None: hidden / heads.
+    head_size: int | None = None
 
     @classmethod
     def of(cls, m) -> "DecoderShape":
         """From a config.ModelConfig (not imported: the method sits below the config)."""
         return cls(m.hidden_size, m.num_layers, m.ffn_size, m.num_attention_heads, m.kv_heads,
-                   m.vocab_size)
+                   m.vocab_size, m.head_dim)
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.head_size if self.head_size is not None else self.hidden // self.heads
 
     @property
     def non_embedding_params(self) -> int:
         """Per-token matmul weights of the stack: QKV, output projection, SwiGLU, norms."""
-        qkv = self.hidden * (self.hidden + 2 * self.kv_heads * self.head_dim)
-        per_layer = qkv + self.hidden * self.hidden + 3 * self.hidden * self.ffn + 2 * self.hidden
+        attention = (self.heads + 2 * self.kv_heads) * self.head_dim  # q, k, v widths
+        qkv = self.hidden * attention
+        out = self.heads * self.head_dim * self.hidden
+        per_layer = qkv + out + 3 * self.hidden * self.ffn + 2 * self.hidden
         return self.layers * per_layer + self.hidden  # + final norm
 
     def attention_flops(self, context: int | torch.Tensor):

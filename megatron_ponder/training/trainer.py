@@ -15,7 +15,7 @@ import torch.distributed as dist
 import yaml
 from megatron.core import parallel_state
 
-from megatron_ponder.config import Config, ConfigError, config_to_dict
+from megatron_ponder.config import Config, ConfigError, ModelConfig, PonderConfig, config_to_dict
 from megatron_ponder.data.batches import batch_for_step
 from megatron_ponder.data.datasets import build_checked, check_datasets
 from megatron_ponder.data.tokenizer import Tokenizer, check_fits
@@ -23,7 +23,7 @@ from megatron_ponder.model import build_model
 from megatron_ponder.model.compile import compile_layers
 from megatron_ponder.model.spec import fused_kernels_available
 from megatron_ponder.parallel import initialize_parallel
-from megatron_ponder.parallel.grads import allreduce_sequence_parallel_grads
+from megatron_ponder.parallel.grads import allreduce_tensor_parallel_partial_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.run_layout import check_writable_dir
@@ -53,14 +53,22 @@ class TrainState:
 PONDER_SHAPE_FIELDS = ("method", "k", "router")
 
 
+# A checkpoint written before a field existed was built with the field's default.
+_FIELD_DEFAULTS = {"model": asdict(ModelConfig()), "ponder": asdict(PonderConfig())}
+
+
 def _shape_fields_differ(saved: dict, current: dict) -> list[str]:
     """The fields deciding parameter shapes on which a checkpoint's config and the recipe
     disagree, as "section.field: checkpoint X, recipe Y"."""
     pairs = [("model", k) for k in sorted(set(saved["model"]) | set(current["model"]))]
     pairs += [("ponder", k) for k in PONDER_SHAPE_FIELDS]
-    return [f"{section}.{k}: checkpoint {saved[section].get(k)!r}, recipe "
-            f"{current[section].get(k)!r}" for section, k in pairs
-            if saved[section].get(k) != current[section].get(k)]
+
+    def value(config, section, key):
+        return config[section].get(key, _FIELD_DEFAULTS[section].get(key))
+
+    return [f"{section}.{k}: checkpoint {value(saved, section, k)!r}, recipe "
+            f"{value(current, section, k)!r}" for section, k in pairs
+            if value(saved, section, k) != value(current, section, k)]
 
 
 def agree_on_stop(reason: str | None, device: torch.device) -> str | None:
@@ -251,8 +259,9 @@ class Trainer:
             self.shape, self.cfg.ponder.k, slots, batch["tokens"].shape[1],
             self.cfg.ponder.grad_passes)
             for batch, slots in zip(batches, pass_slots))
-        if self.cfg.parallel.sequence_parallel:
-            allreduce_sequence_parallel_grads(self.model)
+        if self.cfg.parallel.sequence_parallel or (
+                self.cfg.model.qk_norm and self.cfg.parallel.tensor_model_parallel_size > 1):
+            allreduce_tensor_parallel_partial_grads(self.model)
         # Every data-parallel rank logs, and decides on skipping, from the same mean.
         objective, *means = data_parallel_mean([objective, *parts.values(), *stats.values()],
                                                self.device)

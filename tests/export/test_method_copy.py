@@ -39,28 +39,58 @@ def test_the_copy_holds_the_slot_cache_methods_with_the_registry_facts():
         assert [copy.latent_steps(k) for k in range(5)] == [m.latent_steps(k) for k in range(5)]
 
 
-def hf_twin(model, cfg):
-    """The package model's weights in modeling_ponder's PonderLMForCausalLM (no folder)."""
+def hf_twin_config(cfg):
     m, p = cfg.model, cfg.ponder
-    config = hf.PonderLMConfig(
+    return hf.PonderLMConfig(
         vocab_size=m.vocab_size, hidden_size=m.hidden_size, intermediate_size=m.ffn_size,
         num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
         num_key_value_heads=m.kv_heads, max_position_embeddings=m.max_position_embeddings,
-        rope_theta=m.rotary_base, rms_norm_eps=m.norm_eps,
+        rope_theta=m.rotary_base, rms_norm_eps=m.norm_eps, head_dim=m.head_dim,
+        qk_norm=m.qk_norm, rope_scaling_type=m.rope_scaling, rope_scaling_factor=m.rope_scaling_factor,
+        rope_low_freq_factor=m.rope_low_freq_factor, rope_high_freq_factor=m.rope_high_freq_factor,
+        rope_original_max_positions=m.rope_original_max_positions, rope_beta_fast=m.rope_beta_fast,
+        rope_beta_slow=m.rope_beta_slow, rope_attention_factor=m.rope_attention_factor,
         # to_hf folds the embedding scale into a plain method's weights (a stock Llama).
         embedding_scale=1.0 if get_method(p.method).plain else None,
         ponder_method=p.method, ponder_k=p.k, ponder_tau=TAU, ponder_jacobi=p.jacobi_eval,
         ponder_latent_init=p.latent_init, ponder_router=p.router)
-    twin = hf.PonderLMForCausalLM(config).eval()
+
+
+def hf_twin(model, cfg):
+    """The package model's weights in modeling_ponder's PonderLMForCausalLM (no folder)."""
+    twin = hf.PonderLMForCausalLM(hf_twin_config(cfg)).eval()
     state = {name: t.detach().float() for name, t in model.named_parameters()}
     twin.load_state_dict(to_hf(state, cfg), strict=True)
     return twin
 
 
-@pytest.mark.parametrize("name", DECODABLE)
+# Today's families: Qwen3's q/k norms and wide heads with Llama 3.1's RoPE scaling (original
+# context 8 of 32 positions: every band of the scaling is crossed), and linear scaling with
+# Mistral-Nemo's narrow heads.
+MODERN = {
+    "qwen3-llama3": dict(head_dim=16, qk_norm=True, rope_scaling="llama3", rope_scaling_factor=8.0,
+                         rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+                         rope_original_max_positions=8),
+    "nemo-linear": dict(head_dim=4, rope_scaling="linear", rope_scaling_factor=4.0),
+    "yarn": dict(rope_scaling="yarn", rope_scaling_factor=4.0, rope_original_max_positions=8,
+                 rope_beta_fast=32.0, rope_beta_slow=1.0, rope_attention_factor=1.2),
+}
+
+
+def test_the_copy_computes_the_package_rope_frequencies():
+    from megatron_ponder.model.rope import inverse_frequencies
+
+    for fields in MODERN.values():
+        cfg = tiny_config("ponderlm3", k=2, **fields)
+        twin_config = hf_twin_config(cfg)
+        assert torch.equal(hf.inverse_frequencies(twin_config), inverse_frequencies(cfg.model))
+
+
+@pytest.mark.parametrize("name,model", [(n, None) for n in DECODABLE]
+                         + [("ponderlm3", m) for m in MODERN])
 @torch.no_grad()
-def test_each_method_behaves_in_the_copy_as_in_the_package(build, name):
-    cfg = tiny_config(name, k=2)
+def test_each_method_behaves_in_the_copy_as_in_the_package(build, name, model):
+    cfg = tiny_config(name, k=2, **MODERN.get(model, {}))
     model = build(cfg).eval()
     if get_method(name).uses_router:
         randomise_router(model, scale=0.5, bias=[0.0, 0.0, -1.5])

@@ -62,3 +62,20 @@ def test_resume_from_a_checkpoint_of_another_model_shape(tiny_run, trained):
                                               rf"{section}.{field}: checkpoint {saved}, recipe"):
             Trainer(cfg)
     assert tree_digest(out / "checkpoints") == digest
+
+
+def test_a_checkpoint_from_before_the_head_dim_qk_norm_and_rope_fields_still_resumes():
+    """Its config has no model.head_dim / qk_norm / rope_* keys: they read as their defaults
+    (qk_norm false, not None), and a real difference is still caught."""
+    from factories import tiny_config
+    from megatron_ponder.config import config_to_dict
+    from megatron_ponder.training.trainer import _shape_fields_differ
+
+    current = config_to_dict(tiny_config())
+    new_fields = ("head_dim", "qk_norm", "rope_scaling", "rope_scaling_factor",
+                  "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_positions",
+                  "rope_beta_fast", "rope_beta_slow", "rope_attention_factor")
+    old = {**current, "model": {k: v for k, v in current["model"].items() if k not in new_fields}}
+    assert _shape_fields_differ(old, current) == []
+    qwen3 = config_to_dict(tiny_config(qk_norm=True))
+    assert _shape_fields_differ(old, qwen3) == ["model.qk_norm: checkpoint False, recipe True"]

@@ -71,6 +71,10 @@ def test_parameters_per_stage_equal_the_model_and_a_hand_count(build):
                                                + 64 * 64 + 64 + 3 * (64 + 1),
         ("pause", ()): 4 * layer + embedding + head + 64 + 64,
         ("vanilla", ("model.qkv_bias=true",)): 4 * (layer + 128) + embedding + head + 64,
+        # Mistral-Nemo-style heads of 8 (QKV 64 x 8 x 8, projection 32 x 64) with Qwen3's
+        # q/k norms (2 x 8 per layer).
+        ("vanilla", ("model.head_dim=8", "model.qk_norm=true")):
+            4 * (64 * 64 + 32 * 64 + 3 * 64 * 160 + 2 * 64 + 2 * 8) + embedding + head + 64,
     }
     for (method, extra), count in hand.items():
         cfg = config(method, extra=extra)
@@ -111,11 +115,13 @@ CASES = {
     "ponderlm3-passes": ("ponderlm3", 2, ("train.recompute=passes",)),
     "ponderlm2-layers": ("ponderlm2", 2, ("train.recompute=layers",)),
     "ponderlm3-grad2": ("ponderlm3", 2, ("ponder.grad_passes=2",)),
+    # Qwen3's shape: q/k norms over heads wider than hidden / heads.
+    "ponderlm3-qwen3": ("ponderlm3", 2, ("model.qk_norm=true", "model.head_dim=24")),
 }
 
 
 @pytest.mark.parametrize("case, bf16", [(case, False) for case in CASES] + [
-    (case, True) for case in ("vanilla", "ponderlm3", "ponderlm3-layers")])
+    (case, True) for case in ("vanilla", "ponderlm3", "ponderlm3-layers", "ponderlm3-qwen3")])
 def test_kept_activations_equal_the_exact_count(case, bf16, build):
     method, k, extra = CASES[case]
     cfg = config(method, k, (*extra, f"train.precision={'bf16' if bf16 else 'fp32'}"))

@@ -33,12 +33,20 @@ def te_name(name: str) -> str:
     return name
 
 
-def test_te_spec_matches_the_local_spec(build):
+# Today's families on the TE spec: Qwen3's q/k norms (TE's norm) over heads wider than
+# hidden / heads, with Llama 3.1's RoPE scaling in the angle table TE's fused RoPE takes.
+SHAPES = {"plain": {}, "qwen3-llama3": dict(
+    qk_norm=True, head_dim=32, rope_scaling="llama3", rope_scaling_factor=8.0,
+    rope_low_freq_factor=1.0, rope_high_freq_factor=4.0, rope_original_max_positions=8)}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_te_spec_matches_the_local_spec(build, shape):
     from megatron.core.extensions.transformer_engine import TELayerNormColumnParallelLinear
 
     from megatron_ponder.model import build_model
 
-    cfg = tiny_config("ponderlm3", k=2, hidden_size=64)
+    cfg = tiny_config("ponderlm3", k=2, hidden_size=64, **SHAPES[shape])
     local = build(cfg).cuda()
     fused = build_model(cfg, fused_kernels=True).cuda()
     layer = fused.decoder.decoder.layers[0]

@@ -2,7 +2,7 @@
 
 Those norms see only a rank's share of the sequence, so their weight gradients are partial
 sums over the TP ranks (Transformer Engine marks such weights `sequence_parallel`, and both the
-trainer's `allreduce_sequence_parallel_grads` and megatron's `finalize_model_grads` sum every
+trainer's `allreduce_tensor_parallel_partial_grads` and megatron's `finalize_model_grads` sum every
 marked weight over the TP group). The final norm runs after the gather on the whole sequence:
 marked, its complete gradient would be summed TP times. Sequence parallelism itself needs CUDA
 and Transformer Engine; here the decoder is only built (no forward), with a norm that marks its

@@ -8,19 +8,24 @@ from factories import tiny_config
 from megatron_ponder.model import build_model
 from megatron_ponder.model.tp_shards import full_state, load_full_state
 from megatron_ponder.parallel import initialize_parallel
+from megatron_ponder.parallel.grads import allreduce_tensor_parallel_partial_grads
 
-# (method, attention backend, QKV biases: Qwen2-style, sharded with the QKV weight's rows)
-CASES = [("ponderlm3", "augmented", False), ("ponderlm3", "reference", False),
-         ("ponderlm1", "augmented", False), ("ponderlm2", "augmented", True)]
+# (method, attention backend, QKV biases: Qwen2-style, sharded with the QKV weight's rows,
+# Qwen3's q/k norms with narrower heads: replicated weights whose gradient each rank has only
+# for its own heads, completed by the trainer's TP all-reduce)
+CASES = [("ponderlm3", "augmented", False, False), ("ponderlm3", "reference", False, False),
+         ("ponderlm1", "augmented", False, False), ("ponderlm2", "augmented", True, False),
+         ("ponderlm3", "augmented", False, True)]
 STEP = 5  # training step: J is drawn from (seed, STEP) on every rank
 LOSS_TOL = 1e-5  # float32: TP changes only the order of a few reductions
 GRAD_TOL = 1e-5  # max abs, relative to the largest gradient entry of the tensor
 
 
-def config(method, backend, qkv_bias, tp):
+def config(method, backend, qkv_bias, qk_norm, tp):
+    qwen3 = ["model.qk_norm=true", "model.head_dim=4"] if qk_norm else []
     return tiny_config(method, k=2, overrides=[
         f"ponder.attention_backend={backend}", f"parallel.tensor_model_parallel_size={tp}",
-        f"model.qkv_bias={str(qkv_bias).lower()}"])
+        f"model.qkv_bias={str(qkv_bias).lower()}", *qwen3])
 
 
 def randomize_biases(model):
@@ -37,6 +42,7 @@ def loss_and_grads(model, tokens, labels):
     out = model(tokens, step=STEP)
     loss, _ = model.loss(out, labels)
     loss.backward()
+    allreduce_tensor_parallel_partial_grads(model)  # as the trainer does (a no-op at TP 1)
     return loss.item(), full_state(model, grads=True)
 
 
@@ -79,7 +85,9 @@ def test_tp2_matches_tp1_loss_gradients_and_jacobi(build):
         # The router's gradient exists and is not zero: the soft mask's backward is tested.
         if case[0] == "ponderlm3":
             assert grads1["decoder.router.net.weight"].abs().max() > 1e-6
+        if case[3]:
+            assert grads1["decoder.decoder.layers.0.self_attention.q_layernorm.weight"].abs().max() > 1e-6
     # Proof 7: every rank draws the same J as a separate (TP 1) process with the same seed.
-    single = [build(config("ponderlm3", "augmented", False, tp=1)).jacobi_for_step(s) for s in range(100)]
+    single = [build(config("ponderlm3", "augmented", False, False, tp=1)).jacobi_for_step(s) for s in range(100)]
     assert ranks[0]["jacobi"] == ranks[1]["jacobi"] == single
     assert set(single) == {2, 3}

@@ -44,6 +44,18 @@ def test_shape_of_config():
     assert SHAPE.head_dim == 4
 
 
+def test_non_embedding_params_follow_an_explicit_head_dim(build):
+    """model.head_dim (Qwen3, Mistral-Nemo) sizes q, k, v and the output projection."""
+    cfg = tiny_config("vanilla", K, **TINY, head_dim=6)
+    shape = DecoderShape.of(cfg.model)
+    assert shape.head_dim == 6
+    model = build(cfg)
+    excluded = ("decoder.embedding.", "decoder.output_layer.")
+    stack = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(excluded))
+    # QKV 8 x (2 + 2 x 1) x 6, projection 12 x 8, SwiGLU 3 x 8 x 16, norms 2 x 8, final norm 8.
+    assert shape.non_embedding_params == stack == 8 * 24 + 12 * 8 + 3 * 8 * 16 + 16 + 8
+
+
 @pytest.mark.parametrize("method", list(SCHEDULES))
 def test_non_embedding_params_equal_the_real_model_minus_embedding_head_and_extras(method, build):
     model = build(tiny_config(method, K, **TINY))

@@ -1,11 +1,13 @@
-"""Continued pretraining from an imported stock checkpoint: PonderLM-3 trains 20 steps from it
-with the continue recipe, and with its router forced to zero latent steps its first-step loss
-is the imported vanilla model's on the same batch (the import kept every weight)."""
+"""Continued pretraining from an imported stock checkpoint (a Llama 2, a Llama 3.x with llama3
+RoPE scaling, a Qwen3 with q/k norms and wide heads): PonderLM-3 trains 20 steps from it with
+the continue recipe, and with its router forced to zero latent steps its first-step loss is the
+imported vanilla model's on the same batch (the import kept every weight)."""
 
 import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from megatron_ponder.config import load_config
@@ -45,8 +47,9 @@ def force_zero_steps(run):
     save_training_checkpoint(model, cfg, run / "checkpoints", 0)  # replaces step 0
 
 
-def test_ponderlm3_continues_from_an_imported_model(tmp_path, tool_data):
-    save_stock(tmp_path / "hf", "llama")
+@pytest.mark.parametrize("arch", ["llama", "llama3", "qwen3"])
+def test_ponderlm3_continues_from_an_imported_model(tmp_path, tool_data, arch):
+    save_stock(tmp_path / "hf", arch)
     vanilla = import_run(tmp_path / "hf", tmp_path / "vanilla", tool_data, "vanilla", 0)
     ponder = import_run(tmp_path / "hf", tmp_path / "ponderlm3", tool_data, "ponderlm3", 2)
     force_zero_steps(ponder)

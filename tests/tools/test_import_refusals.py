@@ -1,5 +1,6 @@
 """import-hf refuses what the decoder cannot represent, and broken folders: exit 2, the field
-or file named, nothing written."""
+or file named, nothing written. (RoPE types, head sizes and the Qwen3 refusals:
+tests/faults/test_bad_input_import.py.)"""
 
 import json
 import sys
@@ -44,15 +45,9 @@ CASES = {
     "sliding-window": ("mistral", False, {"sliding_window": 16}, "sliding_window"),
     "qwen2-sliding-window": ("qwen2", False, {"use_sliding_window": True, "sliding_window": 32},
                              "sliding_window"),
-    "rope-scaling-v5": ("llama", False, {"rope_parameters": {"rope_type": "llama3", "factor": 8.0,
-                                                             "rope_theta": 500000.0}},
-                        "rope_parameters.rope_type"),
-    "rope-scaling-v4": ("llama", False, {"rope_scaling": {"type": "linear", "factor": 2.0},
-                                         "rope_theta": 10000.0}, "rope_scaling.rope_type"),
     "output-bias": ("llama", False, {"attention_bias": True}, "attention_bias"),
     "mlp-bias": ("llama", False, {"mlp_bias": True}, "mlp_bias"),
     "activation": ("llama", False, {"hidden_act": "gelu"}, "hidden_act"),
-    "head-dim": ("llama", False, {"head_dim": 32}, "head_dim"),
     "architecture": ("llama", False, {"architectures": ["GPTNeoXForCausalLM"]}, "architectures"),
     "missing-shard": ("llama", True, drop_a_shard, None),
     "corrupt-index": ("qwen2", True, corrupt_index, None),
