@@ -16,7 +16,7 @@ import torch
 
 from megatron_ponder.config import Config, config_from_dict
 from megatron_ponder.model.checkpoint_files import (
-    CheckpointError, latest_step, load_sharded, read_common, step_path,
+    CheckpointError, latest_step, load_model_tensors, load_sharded, read_common, step_path,
 )
 
 
@@ -46,7 +46,7 @@ def load_model_state(model, path: str | Path) -> None:
     path = resolve_checkpoint(path)
     state = load_sharded({"model": model.sharded_state_dict()}, path,
                          "a shard file may be missing or the checkpoint incomplete")
-    model.load_state_dict(state["model"], strict=True)
+    load_model_tensors(model, state["model"])
 
 
 def load_model(path: str | Path, overrides: list[str] = (), device: str | None = None):
