@@ -65,6 +65,21 @@ def test_unknown_peak_reports_no_mfu():
     assert mfu(1e12, 2.0, 1e12, devices=2) == pytest.approx(0.25, rel=1e-12)
 
 
+def test_a_run_on_an_unknown_gpu_trains_and_logs_no_mfu(tiny_run, tmp_path, monkeypatch, capsys):
+    """The trainer with the peak an unknown GPU gets (None): it trains, metrics.jsonl says
+    "mfu": null and the log line "MFU n/a" (before: the run ended at set-up)."""
+    from megatron_ponder.training import trainer as trainer_module
+    from megatron_ponder.training.signals import EXIT_DONE
+    from tiny_runs import read_metrics
+
+    monkeypatch.setattr(trainer_module, "peak_flops", lambda override: None)
+    trainer = trainer_module.Trainer(tiny_run(tmp_path / "run", steps=2, save_interval=100))
+    assert trainer.train() == EXIT_DONE
+    records = read_metrics(tmp_path / "run")
+    assert sorted(records) == [1, 2] and all(r["mfu"] is None for r in records.values())
+    assert "MFU n/a" in capsys.readouterr().out
+
+
 # ---- defect 7: flex attention's compiled graphs -------------------------------------------------
 
 class CountingBackend:
