@@ -76,8 +76,7 @@ SCENARIOS = {
         [Run("whole", ["train.steps=3"]), Run("stopped", STOP, exits=(3, 0))],
         {"stopped": "whole"}, rtol=RESUME_RTOL),
     "megatron_dp1": Scenario(
-        [Run("plain"), Run("megatron", ["parallel.force_megatron_engine=true"])], {"megatron": "plain"},
-        cpu=False),
+        [Run("plain"), Run("megatron", ["parallel.force_megatron_engine=true"])], {"megatron": "plain"}),
     # On CPU the first compiled step takes minutes (docs/decisions.md): GPU only.
     "compile": Scenario([Run("eager"), Run("compiled", ["train.compile=true"])], {"compiled": "eager"},
                         cpu=False),
