@@ -13,7 +13,7 @@ One GPU (the default), in order of importance:
    training steps (tokens/s, MFU, memory against the planner), attention kernels, the memory
    planner, decoding.
 With --gpus N (2-8 GPUs of one node): the CUDA sequence-parallel test and TP 2, PP 2 (PonderLM-3
-K 3, 4 micro-batches, 12.6 MB pipeline messages), TP 2 + sequence parallelism and DP 2 on the
+K 3, 4 micro-batches, 25 MB pipeline messages), TP 2 + sequence parallelism and DP 2 on the
 megatron engine with save and resume, each against the one-GPU run (bench/gpu_runs.py).
 
     python bench/device_check.py --out runs/device_check              # one GPU

@@ -11,8 +11,9 @@ One GPU (bench/device_check.py runs each scenario as its own step):
 Several GPUs of one node (device_check.py --gpus N; each against the one-GPU run):
   tp2, pp2, tp2_sp, dp2_megatron (DP 2 on the megatron engine, stopped, saved and resumed)
 The multi-GPU shape is PonderLM-3 at K 3, 4 micro-batches a step, hidden 1536 and sequence
-1024 at micro-batch 4: one pipeline message is 4 x 1024 x 1536 bf16 = 12.6 MB, above NCCL's
-4 MiB buffers, so a layout that relies on buffering deadlocks here instead of on a cluster.
+1024 at micro-batch 4: one pipeline message is 4 x 1024 x 1536 fp32 = 25 MB (12.6 MB in bf16),
+above NCCL's 4 MiB buffers, so a layout that relies on buffering deadlocks here instead of on a
+cluster.
 
     python bench/gpu_runs.py exit_resume --out runs/gpu_runs      # on the GPU machine
     python bench/gpu_runs.py tp2 --out /tmp/g --dry-run          # CPU, gloo, tiny shapes

@@ -59,7 +59,7 @@ def test_every_runs_recipe_is_a_valid_config(dry_run, tmp_path):
                 continue
             cfg = load_config(gpu_runs.RECIPE, overrides)
             assert cfg.train.precision == "fp32", (name, run.name)
-    # The multi-GPU shape: one pipeline message (micro-batch x sequence x hidden, bf16) > 8 MB.
+    # The multi-GPU shape: one pipeline message (micro-batch x sequence x hidden, even in bf16) > 8 MB.
     cfg = load_config(gpu_runs.RECIPE, gpu_runs.shape_overrides(
         gpu_runs.SCENARIOS["pp2"], False, tmp_path, tmp_path))
     assert cfg.train.micro_batch_size * cfg.data.seq_length * cfg.model.hidden_size * 2 > 8 << 20
