@@ -136,6 +136,24 @@ def test_flex_past_its_own_limit_fails_loudly_instead_of_running_eager(monkeypat
     assert backend.graphs == 4
 
 
+# ---- found by device_check's dry run: ZeRO at world size 1 without torchrun -----------------------
+
+def test_zero_runs_as_one_process_without_torchrun(tiny_recipe, train_cli, tmp_path, monkeypatch):
+    """`python -m megatron_ponder.train RECIPE parallel.engine=deepspeed` (no launcher): before,
+    DeepSpeed's "requires the LOCAL_RANK environment variable" assertion ended the run."""
+    pytest.importorskip("deepspeed")
+    from tiny_runs import read_metrics
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.delenv("LOCAL_RANK")  # as a plain `python` start has it; restored afterwards
+    for name in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    recipe = tiny_recipe(tmp_path / "r.yaml", tmp_path / "run", steps=2, save_interval=2)
+    result = train_cli(recipe, "parallel.engine=deepspeed", "parallel.zero_stage=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(read_metrics(tmp_path / "run")) == [1, 2]
+
+
 # ---- defect 9: srun's --cpus-per-task -----------------------------------------------------------
 
 def _fake_slurm_bin(directory: Path, output_dir: Path) -> dict:
