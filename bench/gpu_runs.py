@@ -77,17 +77,18 @@ SCENARIOS = {
         [Run("whole", ["train.steps=3"]), Run("stopped", STOP, exits=(3, 0))],
         {"stopped": "whole"}, rtol=RESUME_RTOL),
     "megatron_dp1": Scenario(
-        [Run("plain"), Run("megatron", ["parallel.force_megatron_engine=true"])], {"megatron": "plain"}),
+        [Run("plain", shared=True), Run("megatron", ["parallel.force_megatron_engine=true"])], {"megatron": "plain"}),
     # On CPU the first compiled step takes minutes (docs/decisions.md): GPU only.
-    "compile": Scenario([Run("eager"), Run("compiled", ["train.compile=true"])], {"compiled": "eager"},
+    "compile": Scenario([Run("plain", shared=True), Run("compiled", ["train.compile=true"])],
+                        {"compiled": "plain"},
                         cpu=False),
     "recompute_flex": Scenario(
         [Run("flex", ["ponder.attention_backend=flex"]),
          Run("flex_recompute", ["ponder.attention_backend=flex", "train.recompute=layers"])],
         {"flex_recompute": "flex"}, cpu=False),  # flex has no CPU backward
-    "zero2": Scenario([Run("plain"), Run("zero2", ["parallel.engine=deepspeed", "parallel.zero_stage=2"])],
+    "zero2": Scenario([Run("plain", shared=True), Run("zero2", ["parallel.engine=deepspeed", "parallel.zero_stage=2"])],
                       {"zero2": "plain"}),
-    "zero3": Scenario([Run("plain"), Run("zero3", ["parallel.engine=deepspeed", "parallel.zero_stage=3"])],
+    "zero3": Scenario([Run("plain", shared=True), Run("zero3", ["parallel.engine=deepspeed", "parallel.zero_stage=3"])],
                       {"zero3": "plain"}),
     # Steps 1-2 on CPU (local spec, fp32), step 3 resumed on the GPU (TE spec): only that it
     # loads and trains is checked; the two devices' losses are not comparable.
