@@ -45,7 +45,7 @@ def run(args) -> dict:
     from megatron_ponder.ponder.flops import DecoderShape
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.precision import backward_autocast, forward_autocast
-    from megatron_ponder.training.throughput import peak_flops
+    from megatron_ponder.training.throughput import mfu, peak_flops
 
     cfg = load_config(args.recipe, (TINY if args.tiny else []) + args.overrides)
     cfg.train.global_batch_size = cfg.train.micro_batch_size  # one micro-batch per step
@@ -88,7 +88,7 @@ def run(args) -> dict:
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "fused_kernels": fused, "micro_batch": b, "seq_length": length,
         "steps": args.steps, "step_s": step_s, "tokens_per_s": b * length / step_s,
-        "mfu": statistics.median(flops) / step_s / peak_flops(cfg.train.peak_tflops),
+        "mfu": mfu(statistics.median(flops), step_s, peak_flops(cfg.train.peak_tflops)),  # None: unknown GPU
         "first_loss": losses[0], "last_loss": losses[-1],
         "measured_peak_gb": measured, "predicted_peak_gb": plan.peak / 1e9,
         "planner_rel_error": plan.peak / 1e9 / measured - 1 if measured else None,

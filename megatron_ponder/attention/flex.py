@@ -27,10 +27,34 @@ def _causal_block_mask(seq: int, device: str) -> BlockMask:
     return create_block_mask(_causal, None, None, seq, seq, device=device)
 
 
-@functools.lru_cache(maxsize=1)
-def _compiled_flex():
-    # Compiled once per process; dynamo recompiles per new shape (growth passes change S).
-    return torch.compile(flex_attention, dynamic=False)
+# Every distinct shape is its own graph (dynamic=False keeps the kernels specialised; growth
+# passes change S, training and evaluation differ in grad mode): PonderLM-3 at K 3 needs about 4
+# in training and 4 in evaluation, exactly dynamo's default recompile limit of 8, past which it
+# silently ran flex eagerly with S x S scores. This bound is flex's own, and past it the call
+# fails naming it, never falls back.
+FLEX_RECOMPILE_LIMIT = 32
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_flex(backend: str = "inductor"):
+    """flex_attention compiled once per process (per backend: tests count graphs on CPU), with its
+    own recompile budget that other compiled regions do not share."""
+    return torch.compile(flex_attention, backend=backend, dynamic=False,
+                         recompile_limit=FLEX_RECOMPILE_LIMIT, isolate_recompiles=True)
+
+
+def run_compiled_flex(q, k, v, backend: str = "inductor", **kwargs) -> torch.Tensor:
+    """The compiled flex kernel; a shape past FLEX_RECOMPILE_LIMIT raises instead of going eager."""
+    try:
+        # Read by dynamo when it decides to recompile: a hit raises instead of running eager.
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            return compiled_flex(backend)(q, k, v, **kwargs)
+    except torch._dynamo.exc.FailOnRecompileLimitHit as exc:
+        raise RuntimeError(
+            f"flex attention needed more than FLEX_RECOMPILE_LIMIT={FLEX_RECOMPILE_LIMIT} compiled "
+            f"graphs (this one: q {tuple(q.shape)}, {q.dtype}); running it eagerly would "
+            f"materialise the S x S scores. Raise the limit in attention/flex.py if this many "
+            f"shapes are expected, or use ponder.attention_backend=augmented") from exc
 
 
 def _needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
@@ -63,7 +87,7 @@ def flex_soft_mask_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     block_mask = _causal_block_mask(s, str(q.device))
     kwargs = dict(score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     if q.device.type == "cuda":
-        return _compiled_flex()(q, k, v, **kwargs)
+        return run_compiled_flex(q, k, v, **kwargs)
     with warnings.catch_warnings():
         # The eager path warns that it is unfused; on CPU that is the intended forward-only use.
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")

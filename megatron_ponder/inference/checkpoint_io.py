@@ -18,7 +18,7 @@ import torch
 
 from megatron_ponder.config import Config, config_from_dict
 from megatron_ponder.model.checkpoint_files import (
-    CheckpointError, latest_step, load_sharded, read_common, step_path,
+    CheckpointError, latest_step, load_model_tensors, load_sharded, read_common, step_path,
 )
 
 
@@ -50,7 +50,7 @@ def load_model_state(model, path: str | Path, allow_unverified: bool = False) ->
     state = load_sharded({"model": model.sharded_state_dict()}, path,
                          "a shard file may be missing or the checkpoint incomplete",
                          allow_unverified)
-    model.load_state_dict(state["model"], strict=True)
+    load_model_tensors(model, state["model"])
 
 
 def load_model(path: str | Path, overrides: list[str] = (), device: str | None = None,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.validation import StrictHandling
 
 from megatron_ponder.model import checkpoint_manifest
 from megatron_ponder.run_layout import STEP_DIR, TRACKER
@@ -45,6 +46,14 @@ def one_line_reason(err: BaseException) -> str:
         traceback.print_exception(err, file=sys.stderr)
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return f"{type(err).__name__}: {(lines[-1] if lines else '')[:300]}"
+
+
+# Transformer Engine's modules keep their FP8 scaling metadata as `<module>._extra_state` (its
+# activation op and norms too, which the local spec's modules lack): a checkpoint saved on the
+# local spec (CPU runs, HF imports, convert_checkpoint) has none of theirs. Asked for and absent,
+# a module keeps its fresh extra state (TE starts its FP8 history anew); every other key must be
+# in the checkpoint. Present, it loads as usual, so a TE run resumes with its own.
+EXTRA_STATE_SUFFIX = "_extra_state"
 
 
 def rank() -> int:
@@ -143,13 +152,33 @@ def read_common(path: Path, allow_unverified: bool = False) -> dict:
 
 def load_sharded(template: dict, path: Path, hint: str, allow_unverified: bool = False) -> dict:
     """dist_checkpointing.load of a verified checkpoint, its failures (a missing shard,
-    another model) as a CheckpointError naming the checkpoint and what to do (`hint`)."""
+    another model) as a CheckpointError naming the checkpoint and what to do (`hint`).
+    `_extra_state` entries the checkpoint lacks are left out of the result (EXTRA_STATE_SUFFIX);
+    load the model part with `load_model_tensors`."""
     verify_checkpoint(path, allow_unverified)
     try:
-        return dist_checkpointing.load(template, str(path))
+        # RETURN_UNEXPECTED: megatron drops the requested keys the checkpoint lacks before
+        # reading and names them ("unexpected"), instead of the reader failing on the first.
+        state, _, absent = dist_checkpointing.load(template, str(path),
+                                                   strict=StrictHandling.RETURN_UNEXPECTED)
     except BaseException as err:  # CheckpointException derives from BaseException
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         raise CheckpointError(
             f"checkpoint {path} does not fit this model or is incomplete "
             f"({one_line_reason(err)}); {hint}") from None
+    required = sorted(key for key in absent if not key.endswith(EXTRA_STATE_SUFFIX))
+    if required:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model or is incomplete (it lacks "
+            f"{len(required)} entries this model needs, e.g. {', '.join(required[:3])}); {hint}")
+    return state
+
+
+def load_model_tensors(model, state_dict: dict) -> None:
+    """model.load_state_dict, strict except for `_extra_state` the checkpoint did not have."""
+    result = model.load_state_dict(state_dict, strict=False)
+    missing = [key for key in result.missing_keys if not key.endswith(EXTRA_STATE_SUFFIX)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"the checkpoint's model state does not fit this model: missing "
+                              f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}")

@@ -29,8 +29,8 @@ from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShard
 
 from megatron_ponder.model import checkpoint_manifest
 from megatron_ponder.model.checkpoint_files import (
-    DEBUG_ENV, CheckpointError, complete_steps, latest_step, load_sharded, one_line_reason, rank,
-    read_common, read_unverified, resume_candidates, step_path,
+    DEBUG_ENV, CheckpointError, complete_steps, latest_step, load_model_tensors, load_sharded,
+    one_line_reason, rank, read_common, read_unverified, resume_candidates, step_path,
 )
 from megatron_ponder.run_layout import TRACKER
 from megatron_ponder.training.child_processes import die_with_parent, writer_results_in_process
@@ -259,7 +259,7 @@ class Checkpointer:
             if not same_world:
                 del template["rng"]
             state = load_sharded(template, path, hint, self.allow_unverified)
-            engine.model.load_state_dict(state["model"], strict=True)
+            load_model_tensors(engine.model, state["model"])
         engine.load_optimizer_state(state["optimizer"], float(state["adam_step"]))
         scheduler.load_state_dict(state["scheduler"])
         # The next step's learning rate is the schedule's, whichever engine saved the groups.

@@ -35,7 +35,7 @@ from megatron_ponder.training.optim import build_scheduler, resume_changes
 from megatron_ponder.training.precision import backward_autocast, forward_autocast
 from megatron_ponder.training.run_lock import lock_run
 from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE, StopRequest
-from megatron_ponder.training.throughput import peak_flops
+from megatron_ponder.training.throughput import mfu, peak_flops
 
 
 class NonFiniteError(RuntimeError):
@@ -396,7 +396,7 @@ class Trainer:
             "lr": window[-1]["lr"],
             "grad_norm": window[-1]["grad_norm"],
             "tokens_per_s": tokens_per_step * n / seconds,
-            "mfu": sum(r["flops"] for r in window) / seconds / self.peak / self.model_parallel_size,
+            "mfu": mfu(sum(r["flops"] for r in window), seconds, self.peak, self.model_parallel_size),
             "step_s": seconds / n,
             "jacobi": window[-1]["jacobi"],
             "skipped_steps": self.state.skipped_steps,
@@ -412,8 +412,9 @@ class Trainer:
         if "pipeline_bubble" in metrics:
             ponder += f" | bubble {metrics['pipeline_bubble']:.0%}"
         penalty = f" + penalty {metrics['penalty']:.4f}" if "penalty" in metrics else ""
+        mfu_text = "n/a" if metrics["mfu"] is None else f"{metrics['mfu']:.1%}"  # unknown GPU
         self.logger.print(
             f"step {self.state.step:>6d}/{t.steps} | loss {metrics['loss']:.4f}{penalty} | lr "
             f"{metrics['lr']:.2e} | gnorm {metrics['grad_norm']:.3f} | "
-            f"{metrics['tokens_per_s']:,.0f} tok/s | MFU {metrics['mfu']:.1%} | J "
+            f"{metrics['tokens_per_s']:,.0f} tok/s | MFU {mfu_text} | J "
             f"{metrics['jacobi']}{ponder} | eta {eta / 60:.1f} min")
