@@ -1,8 +1,11 @@
 """parallel.engine megatron runs megatron-core's own DistributedDataParallel and distributed
 optimizer on CPU over gloo (training/cpu_shims.py): DP 2, TP 2 x DP 2 and PP 2 x DP 2 follow
-one process's loss trajectory, each resumes its own checkpoint bit for bit, and checkpoints
-move to the plain engine (one process), to DeepSpeed ZeRO-2 and back. Forced at DP 1
-(parallel.force_megatron_engine) it matches the plain engine and shares its checkpoints.
+one process's loss trajectory, DP 2 and PP 2 x DP 2 resume their own checkpoints bit for bit
+(TP resharding of checkpoints: test_tensor_parallel_run.py), and checkpoints move to the plain
+engine (PP 2 x DP 2 -> one process), to DeepSpeed ZeRO-2 and back. Forced at DP 1
+(parallel.force_megatron_engine) it matches the plain engine and shares its checkpoints both
+ways. (test_data_parallel_run.py also runs this engine at DP 2: 6 steps, both methods, a
+checkpoint DP 2 -> 1 -> DP 2.)
 
 Issue 20's defects fail here without their fixes: 2 (`init_state_fn` on the ChainedOptimizer,
 every load into a fresh optimizer), 3 (finalize_model_grads asks PonderLM for `pre_process`,
@@ -12,6 +15,7 @@ DeepSpeed loaders KeyError). The runs are shared by the assertions: one job per 
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from distributed import run_distributed
@@ -24,10 +28,13 @@ from tiny_runs import read_metrics, resume_from, run_dict
 STEPS, SAVE = 4, 2
 TRAIN = dict(steps=STEPS, save_interval=SAVE, micro_batch_size=2, global_batch_size=8)
 # fp32. Data parallelism sums each gradient in another order (per-rank partial sums, then
-# the reduce-scatter), TP and PP also split the matrix products; AdamW carries the rounding
-# forward. Measured largest relative deviation over these runs: see docs/decisions.md.
-LOSS_RTOL = {"dp2": 1e-6, "tp2dp2": 1e-5, "pp2dp2": 1e-5}
-MOVED_RTOL = 1e-5
+# the reduce-scatter), TP also splits the matrix products; AdamW carries the rounding
+# forward. Measured largest relative deviation over these runs (2026-12-06): 3.8e-8 (DP 2,
+# PP 2 x DP 2, every moved or resumed run), 5.6e-8 (TP 2 x DP 2); the bounds leave 18x.
+LOSS_RTOL = 1e-6
+# One process, plain vs megatron engine: the same arithmetic on CPU (torch AdamW in both;
+# measured 0); on GPU megatron steps Transformer Engine's FusedAdam when installed.
+FORCED_RTOL = 1e-5 if torch.cuda.is_available() else 1e-6
 LAYOUTS = {"dp2": {}, "tp2dp2": {"tensor_model_parallel_size": 2},
            "pp2dp2": {"pipeline_model_parallel_size": 2}}
 
@@ -57,26 +64,23 @@ def runs(tiny_data, tmp_path_factory):
             | {"parallel": parallel}
 
     assert Trainer(config_from_dict(run("single"))).train() == EXIT_DONE
-    resume_from(root / "single", root / "single_to_dp2", SAVE)
 
-    two = [run("dp2"), run("single_to_dp2"),
+    two = [run("dp2"),
            ("copy", root / "dp2", root / "dp2_resumed", SAVE), run("dp2_resumed"),
            ("copy", root / "dp2", root / "dp2_to_zero2", SAVE),
            run("dp2_to_zero2", engine="deepspeed", zero_stage=2, save=1),
            ("copy", root / "dp2_to_zero2", root / "zero2_to_dp2", SAVE + 1), run("zero2_to_dp2")]
     codes = run_distributed(train_plan, 2, two)
-    assert codes == [[EXIT_DONE] * 5] * 2, codes
+    assert codes == [[EXIT_DONE] * 4] * 2, codes
 
-    four = [run(name, **LAYOUTS[name]) for name in ("tp2dp2", "pp2dp2")]
-    for name in ("tp2dp2", "pp2dp2"):
-        four += [("copy", root / name, root / f"{name}_resumed", SAVE),
-                 run(f"{name}_resumed", **LAYOUTS[name])]
+    four = [run("tp2dp2", **LAYOUTS["tp2dp2"]), run("pp2dp2", **LAYOUTS["pp2dp2"]),
+            ("copy", root / "pp2dp2", root / "pp2dp2_resumed", SAVE),
+            run("pp2dp2_resumed", **LAYOUTS["pp2dp2"])]
     codes = run_distributed(train_plan, 4, four)
-    assert codes == [[EXIT_DONE] * 4] * 4, codes
+    assert codes == [[EXIT_DONE] * 3] * 4, codes
 
-    for source in ("dp2", "pp2dp2"):
-        resume_from(root / source, root / f"{source}_to_single", SAVE)
-        assert Trainer(config_from_dict(run(f"{source}_to_single"))).train() == EXIT_DONE
+    resume_from(root / "pp2dp2", root / "pp2dp2_to_single", SAVE)
+    assert Trainer(config_from_dict(run("pp2dp2_to_single"))).train() == EXIT_DONE
     return {path.name: read_metrics(path) for path in root.iterdir() if path.is_dir()
             and (path / "metrics.jsonl").is_file()}
 
@@ -90,10 +94,10 @@ def relative_deviation(reference: dict, other: dict, steps) -> float:
 def test_layouts_reproduce_the_single_process_losses(runs, layout):
     assert sorted(runs[layout]) == sorted(runs["single"]) == list(range(1, STEPS + 1))
     assert relative_deviation(runs["single"], runs[layout], range(1, STEPS + 1)) \
-        <= LOSS_RTOL[layout]
+        <= LOSS_RTOL
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", ["dp2", "pp2dp2"])
 def test_a_resumed_run_continues_bit_for_bit(runs, layout):
     original, resumed = runs[layout], runs[f"{layout}_resumed"]
     for step in range(SAVE + 1, STEPS + 1):
@@ -102,18 +106,18 @@ def test_a_resumed_run_continues_bit_for_bit(runs, layout):
 
 
 @pytest.mark.parametrize("run, first_step", [
-    ("single_to_dp2", SAVE + 1), ("dp2_to_single", SAVE + 1), ("pp2dp2_to_single", SAVE + 1),
-    ("dp2_to_zero2", SAVE + 1), ("zero2_to_dp2", SAVE + 2)])
+    ("pp2dp2_to_single", SAVE + 1), ("dp2_to_zero2", SAVE + 1), ("zero2_to_dp2", SAVE + 2)])
 def test_a_checkpoint_moves_between_engines_and_layouts(runs, run, first_step):
     assert relative_deviation(runs["single"], runs[run], range(first_step, STEPS + 1)) \
-        <= MOVED_RTOL
+        <= LOSS_RTOL
 
 
 def test_forced_at_dp1_it_matches_the_plain_engine_and_shares_checkpoints(tiny_run, tmp_path):
-    """One process: megatron's DDP + distributed optimizer instead of the plain engine."""
-    def run(name, **parallel):
+    """One process: megatron's DDP + distributed optimizer instead of the plain engine (on a
+    GPU too: test_megatron_engine_gpu.py runs this test there)."""
+    def run(name, force=False):
         cfg = tiny_run(tmp_path / name, steps=STEPS, save_interval=SAVE, precision="fp32")
-        cfg.parallel.force_megatron_engine = parallel.get("force", False)
+        cfg.parallel.force_megatron_engine = force
         return cfg
 
     assert Trainer(run("plain")).train() == EXIT_DONE
@@ -128,4 +132,4 @@ def test_forced_at_dp1_it_matches_the_plain_engine_and_shares_checkpoints(tiny_r
     plain = read_metrics(tmp_path / "plain")
     for name, first in (("forced", 1), ("plain_to_forced", SAVE + 1), ("forced_to_plain", SAVE + 1)):
         assert relative_deviation(plain, read_metrics(tmp_path / name), range(first, STEPS + 1)) \
-            <= LOSS_RTOL["dp2"], name
+            <= FORCED_RTOL, name
