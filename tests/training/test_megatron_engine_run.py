@@ -1,8 +1,7 @@
 """parallel.engine megatron runs megatron-core's own DistributedDataParallel and distributed
 optimizer on CPU over gloo (training/cpu_shims.py): DP 2, TP 2 x DP 2 and PP 2 x DP 2 follow
-one process's loss trajectory, DP 2 and PP 2 x DP 2 resume their own checkpoints bit for bit
-(TP resharding of checkpoints: test_tensor_parallel_run.py), and checkpoints move to the plain
-engine (PP 2 x DP 2 -> one process), to DeepSpeed ZeRO-2 and back. Forced at DP 1
+one process's loss trajectory, each resumes its own checkpoint bit for bit, and checkpoints
+move to the plain engine (PP 2 x DP 2 -> one process), to DeepSpeed ZeRO-2 and back. Forced at DP 1
 (parallel.force_megatron_engine) it matches the plain engine and shares its checkpoints both
 ways. (test_data_parallel_run.py also runs this engine at DP 2: 6 steps, both methods, a
 checkpoint DP 2 -> 1 -> DP 2.)
@@ -73,11 +72,12 @@ def runs(tiny_data, tmp_path_factory):
     codes = run_distributed(train_plan, 2, two)
     assert codes == [[EXIT_DONE] * 4] * 2, codes
 
-    four = [run("tp2dp2", **LAYOUTS["tp2dp2"]), run("pp2dp2", **LAYOUTS["pp2dp2"]),
-            ("copy", root / "pp2dp2", root / "pp2dp2_resumed", SAVE),
-            run("pp2dp2_resumed", **LAYOUTS["pp2dp2"])]
+    four = []
+    for name in ("tp2dp2", "pp2dp2"):
+        four += [run(name, **LAYOUTS[name]), ("copy", root / name, root / f"{name}_resumed", SAVE),
+                 run(f"{name}_resumed", **LAYOUTS[name])]
     codes = run_distributed(train_plan, 4, four)
-    assert codes == [[EXIT_DONE] * 3] * 4, codes
+    assert codes == [[EXIT_DONE] * 4] * 4, codes
 
     resume_from(root / "pp2dp2", root / "pp2dp2_to_single", SAVE)
     assert Trainer(config_from_dict(run("pp2dp2_to_single"))).train() == EXIT_DONE
@@ -97,7 +97,7 @@ def test_layouts_reproduce_the_single_process_losses(runs, layout):
         <= LOSS_RTOL
 
 
-@pytest.mark.parametrize("layout", ["dp2", "pp2dp2"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_a_resumed_run_continues_bit_for_bit(runs, layout):
     original, resumed = runs[layout], runs[f"{layout}_resumed"]
     for step in range(SAVE + 1, STEPS + 1):

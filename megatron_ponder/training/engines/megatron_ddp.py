@@ -4,12 +4,12 @@ over NCCL and on CPU over gloo.
 
 On CPU, megatron's literal CUDA calls resolve to the CPU inside
 `cpu_shims.cuda_calls_resolve_to_cpu()`, which this engine enters around megatron's own calls
-(never around the model's forward/backward). The collectives these issue, all present in
-gloo (torch 2.13), so nothing is emulated: `reduce_scatter_tensor` of each gradient bucket
+(never around the model's forward/backward). The collectives they issue all exist in gloo
+(torch 2.13), so nothing is emulated: `reduce_scatter_tensor` of each gradient bucket
 (finish_grad_sync, inside `_coalescing_manager`, synchronous since overlap_grad_reduce is
 off), `all_gather_into_tensor` of the updated parameter shards (step_with_ready_grads, also
-coalesced), `all_reduce` of the grad norm and of the found-inf flag, and `all_gather_object`
-of the param-group keys at construction. tests/training/test_megatron_engine_run.py runs
+coalesced), `all_reduce` of the grad norm and of the found-inf flag, `all_gather_object` of
+the param-group keys at construction and `all_gather` of the optimizer state at a save. tests/training/test_megatron_engine_run.py runs
 them on gloo at DP 2, TP 2 x DP 2 and PP 2 x DP 2.
 
 The optimizer state goes into the checkpoint in megatron's "fully_reshardable" layout
