@@ -146,8 +146,11 @@ class ParallelConfig:
     # stuck rank), instead of hanging until the cluster's time limit.
     distributed_timeout_s: float = 600.0
     # Data parallelism over world / TP ranks: "megatron" (megatron-core DDP + distributed
-    # optimizer on GPU, torch DDP on CPU) or "deepspeed" (ZeRO stage zero_stage).
+    # optimizer, GPU or CPU) or "deepspeed" (ZeRO stage zero_stage).
     engine: str = "megatron"
+    # With engine "megatron" at data-parallel size 1: still run megatron-core's DDP and
+    # distributed optimizer instead of the plain engine (checks that path on one device).
+    force_megatron_engine: bool = False
     # DeepSpeed ZeRO stage 1-3 (optimizer states / + gradients / + parameters partitioned);
     # must stay 0 with engine "megatron", whose distributed optimizer is its ZeRO-1.
     zero_stage: int = 0
@@ -389,6 +392,9 @@ def _validate_engine(par: ParallelConfig) -> None:
         _require(par.zero_stage in (1, 2, 3), "parallel.zero_stage", par.zero_stage,
                  "must be 1, 2 or 3 with parallel.engine=deepspeed (for plain data parallelism"
                  " use parallel.engine=megatron)")
+        _require(not par.force_megatron_engine, "parallel.force_megatron_engine", True,
+                 "forces the megatron engine, so it needs parallel.engine=megatron, not"
+                 " deepspeed")
         # ZeRO-2/3 take the gradients in their backward hooks, before the pipeline's
         # schedule or the sequence-parallel norm reduction could complete them.
         _require(par.pipeline_model_parallel_size == 1, "parallel.pipeline_model_parallel_size",
@@ -400,7 +406,7 @@ def _validate_engine(par: ParallelConfig) -> None:
     else:
         _require(par.zero_stage == 0, "parallel.zero_stage", par.zero_stage,
                  "ZeRO stages need parallel.engine=deepspeed; with parallel.engine=megatron it"
-                 " must be 0 (its distributed optimizer shards the optimizer state on GPU)")
+                 " must be 0 (its distributed optimizer shards the optimizer state)")
 
 
 def _validate_run(cfg: Config) -> None:

@@ -40,6 +40,17 @@ def test_deepspeed_needs_a_zero_stage_from_1_to_3(stage):
                                "parallel.pipeline_model_parallel_size=2"])
 
 
+def test_force_megatron_engine_is_a_switch_of_the_megatron_engine():
+    with pytest.raises(ConfigError, match="parallel.force_megatron_engine='always' has the wrong "
+                                          "type: expected bool"):
+        tiny_config(overrides=["parallel.force_megatron_engine=always"])
+    with pytest.raises(ConfigError, match="parallel.force_megatron_engine=True.*needs "
+                                          "parallel.engine=megatron"):
+        tiny_config(overrides=["parallel.force_megatron_engine=true", "parallel.engine=deepspeed",
+                               "parallel.zero_stage=1"])
+    assert tiny_config(overrides=["parallel.force_megatron_engine=true"]).parallel.force_megatron_engine
+
+
 def test_compile_is_a_switch_that_refuses_zero_3():
     with pytest.raises(ConfigError, match="train.compile='fast' has the wrong type: expected bool"):
         tiny_config(overrides=["train.compile=fast"])

@@ -2,8 +2,8 @@
 
 Parameters are fp32 in every engine (bf16 is the trainer's autocast), gradients fp32, AdamW
 keeps exp_avg and exp_avg_sq in fp32 (docs/decisions.md, "Data parallelism"). Sharding:
-- megatron engine, one data-parallel rank (or torch DDP on CPU): nothing is sharded.
-- megatron engine on GPU with DP > 1: the distributed optimizer shards the AdamW state over
+- megatron engine, one data-parallel rank: nothing is sharded.
+- megatron engine with DP > 1 (GPU or CPU): the distributed optimizer shards the AdamW state over
   the DP ranks; gradients live in its fp32 buffer (grad_reduce_in_fp32), parameters stay whole.
   With fp32 parameters its master weights are views of the parameters (no copy).
 - DeepSpeed ZeRO (Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion
@@ -77,7 +77,7 @@ class StateBytes:
     optimizer: int
 
 
-def state_bytes(cfg: Config, params: int, dp: int, cuda: bool) -> StateBytes:
+def state_bytes(cfg: Config, params: int, dp: int) -> StateBytes:
     """Bytes of a rank's parameters, gradients and optimizer state for `params` parameters,
     with `dp` data-parallel ranks (see the module docstring for each engine)."""
     par = cfg.parallel
@@ -91,6 +91,5 @@ def state_bytes(cfg: Config, params: int, dp: int, cuda: bool) -> StateBytes:
             grads=FP32 * (partition if stage >= 2 else params) + bucket,
             optimizer=(ADAM_STATES + 1) * FP32 * partition,  # moments + the fp32 partition
         )
-    distributed = cuda and dp > 1  # megatron's distributed optimizer
-    return StateBytes(params=FP32 * params, grads=FP32 * params,
-                      optimizer=-(-adam // dp) if distributed else adam)
+    # megatron's distributed optimizer (the AdamW state of a DP rank's shard)
+    return StateBytes(params=FP32 * params, grads=FP32 * params, optimizer=-(-adam // dp))

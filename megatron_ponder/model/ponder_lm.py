@@ -26,6 +26,23 @@ class PonderLM(MegatronModule):
         self.decoder = PonderDecoder(cfg, config, fused_kernels)
         initialize_parameters(self, cfg)
 
+    # megatron-core's finalize_model_grads (pipeline parallelism) looks up the chunk holding
+    # `pre_process` and sums the grads of the word embedding shared with the output layer
+    # over the first and last stage when `share_embeddings_and_output_weights` (GPTModel's
+    # names). PonderLM's LM head is untied (decoder.py): no weight lives on two stages, so
+    # there is nothing to sum.
+    share_embeddings_and_output_weights = False
+
+    @property
+    def pre_process(self) -> bool:
+        """This pipeline stage holds the embedding (megatron's name)."""
+        return self.decoder.is_first_stage
+
+    @property
+    def post_process(self) -> bool:
+        """This pipeline stage holds the final norm and LM head (megatron's name)."""
+        return self.decoder.is_last_stage
+
     def jacobi_for_step(self, step: int) -> int:
         p = self.cfg.ponder
         return jacobi_iterations(self.cfg.seed, step, p.jacobi_train) if self.training else p.jacobi_eval

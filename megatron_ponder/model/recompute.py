@@ -9,7 +9,7 @@ recompute its activations in the backward.
 Why torch's non-reentrant checkpoint and not megatron-core's `tensor_parallel.checkpoint` (which
 TransformerConfig's recompute_granularity="full" uses): megatron's is reentrant, so each
 recomputed region runs its own nested backward, and a weight that 18-22 passes share is
-reported ready once per region: torch DDP (the CPU engine) rejects that ("Expected to mark a
+reported ready once per region: torch DDP (the former CPU engine) rejected that ("Expected to mark a
 variable ready only once", measured). The non-reentrant form recomputes inside the one backward, so every engine sees what it sees
 without recomputation. It also reads no CUDA RNG state, so one code path runs on CPU and GPU.
 

@@ -93,15 +93,14 @@ def test_parameters_per_stage_equal_the_model_and_a_hand_count(build):
 def test_optimizer_state_bytes_per_engine():
     p = 1_000_003  # parameters on the rank; not a multiple of the DP size
     megatron = config()
-    assert astuple(state_bytes(megatron, p, dp=1, cuda=True)) == (4 * p, 4 * p, 8 * p)
-    assert astuple(state_bytes(megatron, p, dp=4, cuda=False)) == (4 * p, 4 * p, 8 * p)  # torch DDP
-    assert astuple(state_bytes(megatron, p, dp=4, cuda=True)) == (4 * p, 4 * p, -(-8 * p // 4))
+    assert astuple(state_bytes(megatron, p, dp=1)) == (4 * p, 4 * p, 8 * p)
+    assert astuple(state_bytes(megatron, p, dp=4)) == (4 * p, 4 * p, -(-8 * p // 4))
     shard = -(-p // 2)
     for stage, expected in {1: (4 * p, 4 * p, 12 * shard),
                             2: (4 * p, 4 * shard + 4 * p, 12 * shard),
                             3: (4 * shard, 4 * shard + 4 * p, 12 * shard)}.items():
         cfg = config(extra=("parallel.engine=deepspeed", f"parallel.zero_stage={stage}"))
-        assert astuple(state_bytes(cfg, p, dp=2, cuda=True)) == expected, stage
+        assert astuple(state_bytes(cfg, p, dp=2)) == expected, stage
 
 
 # ----------------------------------------------------------------------------- activations

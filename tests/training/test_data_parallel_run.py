@@ -1,5 +1,5 @@
-"""Data parallelism on 2 gloo ranks, both engines: the default one (torch DDP on CPU, the
-fallback of megatron-core's DDP) and DeepSpeed ZeRO 1/2/3. Each reproduces the single-process
+"""Data parallelism on 2 gloo ranks, both engines: the default one (megatron-core's DDP and
+distributed optimizer; more layouts in test_megatron_engine_run.py) and DeepSpeed ZeRO 1/2/3. Each reproduces the single-process
 loss trajectory (same global batch of 8, each rank half of the micro-batches of 2), for
 ponderlm3 and vanilla; checkpoints move between the layouts and engines (DP 2 -> 1, 1 -> DP 2,
 ZeRO-3 -> 1, 1 -> ZeRO-2) with the losses continuing identically. The runs are shared by the

@@ -34,6 +34,16 @@ def data_parallel_mean(values: list[float], device: torch.device) -> list[float]
     return (t / parallel_state.get_data_parallel_world_size()).tolist()
 
 
+def loaded_group_settings(groups: list[dict], saved: list[dict]) -> None:
+    """Set each param group's hyperparameters (lr, betas, weight_decay, ...) from the
+    checkpoint's group at the same position (every engine orders them: decay, then no
+    decay). Only the keys this optimizer's groups have are taken, never `params`: another
+    engine's groups carry its own keys (megatron's wd_mult, max_lr, ...) and its own
+    parameter indices (megatron's: this rank's shards)."""
+    for group, saved_group in zip(groups, saved, strict=True):
+        group.update({k: saved_group[k] for k in group if k != "params" and k in saved_group})
+
+
 def per_parameter_optimizer_state(params: list[torch.nn.Parameter], param_groups: list[dict],
                                   moments: dict[int, dict[str, torch.Tensor]],
                                   model_state: dict) -> dict:
@@ -103,4 +113,6 @@ class Engine:
     def load_optimizer_state(self, optim: dict, adam_step: float) -> None:
         state = {i: {"step": torch.tensor(adam_step), **moments}
                  for i, moments in optim["state"].items()}
-        self.optimizer.load_state_dict({"state": state, "param_groups": optim["param_groups"]})
+        groups = self.optimizer.state_dict()["param_groups"]  # this optimizer's indices
+        loaded_group_settings(groups, optim["param_groups"])
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})

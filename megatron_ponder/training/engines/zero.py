@@ -22,7 +22,7 @@ from megatron.core import parallel_state
 
 from megatron_ponder.config import Config
 from megatron_ponder.training.engines.base import (
-    ADAM_MOMENTS, Engine, per_parameter_optimizer_state,
+    ADAM_MOMENTS, Engine, loaded_group_settings, per_parameter_optimizer_state,
 )
 
 
@@ -120,8 +120,7 @@ class DeepSpeedEngine(Engine):
 
     def load_optimizer_state(self, optim: dict, adam_step: float) -> None:
         self.zero_optimizer.refresh_fp32_params()  # master weights := the loaded model
-        for group, saved in zip(self.optimizer.param_groups, optim["param_groups"]):
-            group.update({k: v for k, v in saved.items() if k != "params"})
+        loaded_group_settings(self.optimizer.param_groups, optim["param_groups"])
         for state in self.zero_optimizer.optimizer.state.values():
             state["step"] = torch.tensor(adam_step)
         for i, p in enumerate(self.params):
