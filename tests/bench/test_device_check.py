@@ -46,18 +46,12 @@ def test_every_step_names_an_existing_script_and_the_plan_fits_its_budget(dry_ru
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_every_runs_recipe_is_a_valid_config(dry_run, tmp_path):
     """A typo in a scenario's overrides would only show on the GPU machine: load them all here."""
-    from megatron_ponder.config import ConfigError, ParallelConfig, load_config
+    from megatron_ponder.config import load_config
 
-    forced = "force_megatron_engine" in ParallelConfig.__dataclass_fields__  # issue 20 part B
     for name, scenario in gpu_runs.SCENARIOS.items():
         base = gpu_runs.shape_overrides(scenario, dry_run, tmp_path / "data", tmp_path / "work")
         for run in scenario.runs:
-            overrides = [*base, *run.overrides]
-            if not forced and "parallel.force_megatron_engine=true" in overrides:
-                with pytest.raises(ConfigError, match="force_megatron_engine"):
-                    load_config(gpu_runs.RECIPE, overrides)
-                continue
-            cfg = load_config(gpu_runs.RECIPE, overrides)
+            cfg = load_config(gpu_runs.RECIPE, [*base, *run.overrides])
             assert cfg.train.precision == "fp32", (name, run.name)
     # The multi-GPU shape: one pipeline message (micro-batch x sequence x hidden, even in bf16) > 8 MB.
     cfg = load_config(gpu_runs.RECIPE, gpu_runs.shape_overrides(
