@@ -57,7 +57,8 @@ def requested() -> bool:
     ConfigError (the CLI exits 2)."""
     value = os.environ.get(ENV, "").strip()
     if value not in ("", "0", "1"):
-        raise ConfigError(f"environment variable {ENV}={value!r}: expected 1 (NCCL's rules on gloo) or 0 / unset (off)")
+        raise ConfigError(f"environment variable {ENV}={value!r}: expected 1 (NCCL's rules "
+                          "on gloo) or 0 / unset (off)")
     return value == "1"
 
 
@@ -96,7 +97,7 @@ def _check_device(call: str, tensors) -> None:
         if isinstance(tensor, torch.Tensor) and tensor.device != expected:
             raise RuntimeError(
                 f"{ENV}: {call} got a tensor on {tensor.device}; NCCL needs it on {expected}. "
-                "Create it with megatron_ponder.parallel.comm_device (comm_tensor, comm_empty, "
+                "Create it with megatron_ponder.comm_device (comm_tensor, comm_empty, "
                 ".to(comm_device())).")
 
 
