@@ -1,5 +1,5 @@
 """Dependencies between the package's parts point one way (architecture.md):
-ponder, attention <- config <- run_layout <- data, parallel, model <- training, inference,
+ponder, attention <- config <- run_layout, comm_device <- data, parallel, model <- training, inference,
 export <- sweeps, launch, memory <- the entry points (train.py, demo.py). Every import counts, also
 those inside functions."""
 
@@ -12,6 +12,7 @@ LEVEL = {
     "ponder": 0, "attention": 0,
     "config": 1,
     "run_layout": 2,
+    "comm_device": 2,  # the device of tensors handed to torch.distributed: model/ needs it too
     "data": 3, "parallel": 3, "model": 3,
     "training": 4, "inference": 4, "export": 4,
     "sweeps": 5, "launch": 5,

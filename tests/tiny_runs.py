@@ -37,9 +37,11 @@ def read_metrics(output_dir, kind: str = "train") -> dict[int, dict]:
             if r["kind"] == kind}
 
 
-def torchrun(recipe: Path, *overrides: str, nproc: int = 2, timeout: float = 900) -> subprocess.CompletedProcess:
-    """The training CLI under torchrun on this machine (gloo, one thread per rank)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def torchrun(recipe: Path, *overrides: str, nproc: int = 2, timeout: float = 900,
+             env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """The training CLI under torchrun on this machine (gloo, one thread per rank);
+    env_extra: more environment (e.g. distributed.STRICT_COMMS)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
          "--master-port", str(free_port()), "-m", "megatron_ponder.train", str(recipe),

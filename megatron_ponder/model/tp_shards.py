@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from megatron_ponder.comm_device import comm_device, comm_empty
+
 
 def _is_glu_fc1(name: str) -> bool:
     return name.endswith("mlp.linear_fc1.weight")
@@ -39,8 +41,9 @@ def gather_full(name: str, param: torch.Tensor, local: torch.Tensor) -> torch.Te
     if not getattr(param, "tensor_model_parallel", False):
         return local
     rank, world = _tp()
-    parts = [torch.empty_like(local) for _ in range(world)]
-    dist.all_gather(parts, local.contiguous(), group=parallel_state.get_tensor_model_parallel_group())
+    local = local.contiguous().to(comm_device())
+    parts = [comm_empty(local.shape, local.dtype) for _ in range(world)]
+    dist.all_gather(parts, local, group=parallel_state.get_tensor_model_parallel_group())
     dim = param.partition_dim
     if _is_glu_fc1(name):
         halves = [p.chunk(2, dim=dim) for p in parts]

@@ -13,9 +13,11 @@ bubble (S-1) / (M P + S-1) for equal passes (parallel/bubble.py simulates unequa
 Each unit is its own autograd graph: its inputs arrive as leaves, its backward is run with
 the gradients received for its outputs, and the gradients of its inputs are sent on.
 Gradients thus flow through every pass, or only through the passes the program keeps
-(ponder.grad_passes). Sends are asynchronous and receives blocking; every rank follows the
-same order of units, in which each unit's inputs come from earlier units, so no cycle of
-waits can form. A dead peer fails the receive (gloo) or hits parallel.distributed_timeout_s.
+(ponder.grad_passes). Messages never rely on a transport's buffering (NCCL has little and
+ignores tags): each is exchanged at a point that the sender and the receiver both reach, in
+one batch_isend_irecv per point as megatron-core pairs its sends and receives
+(parallel/pipeline_plan.py), so the schedule runs unchanged under PONDER_STRICT_COMMS=1.
+A dead peer fails the exchange (gloo) or hits parallel.distributed_timeout_s.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from megatron_ponder.comm_device import comm_device, comm_empty, comm_tensor
+from megatron_ponder.parallel.pipeline_plan import Exchange, Message, plan_stage
+from megatron_ponder.parallel.setup import pipeline_p2p_group
 from megatron_ponder.ponder.program import PassProgram
 
-# Message tags: each kind of tensor has its own stream per pair of ranks.
-_HIDDEN, _BIAS, _CARRY = 0, 1, 2
-_GRAD_HIDDEN, _GRAD_BIAS, _GRAD_CARRY = 10, 11, 12
 _WIRE_DTYPE = torch.float32
+_warmed_up: set[str] = set()  # pipeline groups whose communicator exists
 
 
 @dataclass
@@ -56,33 +59,52 @@ class _Unit:
     bias: torch.Tensor | None = None
 
 
-class _Ring:
-    """Point-to-point messages with the neighbouring stages (the last stage's next is the first)."""
+class _Wire:
+    """The stage's exchanges with its neighbours in the ring (the last stage's next is the
+    first): outputs wait in `outbox` for their exchange, inputs wait in `inbox` for their unit,
+    both keyed by the producing unit (backward, m, p)."""
 
     def __init__(self):
+        self.group = pipeline_p2p_group()
+        self.stages = parallel_state.get_pipeline_model_parallel_world_size()
+        self.stage = parallel_state.get_pipeline_model_parallel_rank()
         self.next = parallel_state.get_pipeline_model_parallel_next_rank()
         self.prev = parallel_state.get_pipeline_model_parallel_prev_rank()
-        self.pending: list[tuple[Any, torch.Tensor]] = []
-        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        self.outbox: dict[tuple[bool, int, int], list[torch.Tensor]] = {}
+        self.inbox: dict[tuple[bool, int, int], list[torch.Tensor]] = {}
+        name = dist.distributed_c10d._get_process_group_name(self.group)
+        if name not in _warmed_up:
+            # A group's first batch_isend_irecv must involve all its ranks on NCCL (torch's
+            # docs); the first exchange of a pipeline involves two stages. One collective first.
+            dist.all_reduce(comm_tensor([0.0]), group=self.group)
+            _warmed_up.add(name)
 
-    def send(self, tensor: torch.Tensor, to_next: bool, tag: int) -> None:
-        wire = tensor.detach().to(_WIRE_DTYPE).contiguous()
-        work = dist.isend(wire, self.next if to_next else self.prev, tag=tag)
-        self.pending.append((work, wire))  # the buffer must outlive the transfer
+    def _peer(self, stage: int) -> int:
+        return self.next if stage == (self.stage + 1) % self.stages else self.prev
 
-    def recv(self, shape, from_prev: bool, tag: int) -> torch.Tensor:
-        buffer = torch.empty(shape, dtype=_WIRE_DTYPE, device=self.device)
-        dist.recv(buffer, self.prev if from_prev else self.next, tag=tag)
-        return buffer
+    def post(self, key: tuple[bool, int, int], tensors) -> None:
+        self.outbox[key] = [t.detach().to(_WIRE_DTYPE).contiguous() for t in tensors]
 
-    def flush(self) -> None:
-        for work, _ in self.pending:
+    def exchange(self, exchange: Exchange, shapes_of: Callable[[Message], list]) -> None:
+        ops, received = [], []
+        for message in exchange.sends:
+            for wire in self.outbox.pop((message.backward, message.m, message.p)):
+                ops.append(dist.P2POp(dist.isend, wire, self._peer(message.dst), self.group))
+        for message in exchange.recvs:
+            buffers = [comm_empty(shape, _WIRE_DTYPE) for shape in shapes_of(message)]
+            ops += [dist.P2POp(dist.irecv, b, self._peer(message.src), self.group) for b in buffers]
+            received.append((message, buffers))
+        for work in dist.batch_isend_irecv(ops):
             work.wait()
-        self.pending.clear()
+        for message, buffers in received:
+            self.inbox[message.backward, message.m, message.p] = buffers
+
+    def take(self, backward: bool, m: int, p: int) -> list[torch.Tensor]:
+        return self.inbox.pop((backward, m, p))
 
 
 def _grad_or_zeros(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
+    return tensor.grad if tensor.grad is not None else torch.zeros_like(tensor, device=comm_device())
 
 
 class PipelineSchedule:
@@ -97,7 +119,7 @@ class PipelineSchedule:
         self.backward_autocast = backward_autocast
         self.first = parallel_state.is_pipeline_first_stage(ignore_virtual=True)
         self.last = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
-        self.ring = _Ring()
+        self.wire = _Wire()
         self.units: dict[tuple[int, int], _Unit] = {}
         self.losses: list[float] = []
         self.parts: list[dict[str, float]] = []
@@ -113,26 +135,20 @@ class PipelineSchedule:
     def forward(self, m: int, p: int) -> None:
         program = self.programs[m]
         grad = self._has_grad(program, p)
-        n, length, batch = program.passes[p], program.num_tokens, program.batch_size
         unit = _Unit()
         if self.first:
             carry = None
             if p > 0:
-                carry = tuple(self.ring.recv(shape, from_prev=True, tag=_CARRY + i)
-                              .requires_grad_(self._has_grad(program, p - 1))
-                              for i, shape in enumerate(program.carry_shapes(p - 1)))
+                carry = tuple(t.requires_grad_(self._has_grad(program, p - 1))
+                              for t in self.wire.take(False, m, p - 1))
                 unit.inputs = list(carry)
             tic = time.perf_counter()
             with torch.set_grad_enabled(grad), self.autocast():
                 pass_input = program.first_stage_input(p, carry)
             hidden, bias = pass_input.hidden, pass_input.key_log_w
         else:
-            hidden = self.ring.recv((n * length, batch, program.backbone.hidden_size),
-                                    from_prev=True, tag=_HIDDEN).requires_grad_(grad)
-            bias = None
-            if program.has_key_bias(p):
-                bias = self.ring.recv((batch, n * length), from_prev=True,
-                                      tag=_BIAS).requires_grad_(grad)
+            received = [t.requires_grad_(grad) for t in self.wire.take(False, m, p)]
+            hidden, bias = received[0], (received[1] if program.has_key_bias(p) else None)
             unit.inputs = [hidden] + ([bias] if bias is not None else [])
             tic = time.perf_counter()
         unit.bias = bias
@@ -142,14 +158,11 @@ class PipelineSchedule:
                 result = program.last_stage_output(p, out)
         if not self.last:
             self.busy_s += time.perf_counter() - tic
-            self.ring.send(out, to_next=True, tag=_HIDDEN)
-            if bias is not None:
-                self.ring.send(bias, to_next=True, tag=_BIAS)
+            self.wire.post((False, m, p), [out] + ([bias] if bias is not None else []))
             unit.outputs = [out]
         elif not program.is_final(p):
             self.busy_s += time.perf_counter() - tic
-            for i, tensor in enumerate(result):
-                self.ring.send(tensor, to_next=True, tag=_CARRY + i)
+            self.wire.post((False, m, p), result)
             unit.outputs = list(result)
         else:
             self._finish(m, result, unit, grad)
@@ -172,17 +185,14 @@ class PipelineSchedule:
     def backward(self, m: int, p: int) -> None:
         program = self.programs[m]
         unit = self.units.pop((m, p))
-        n, length, batch = program.passes[p], program.num_tokens, program.batch_size
         if self.last and program.is_final(p):
             grads = [None]
         elif self.last:
-            grads = [self.ring.recv(shape, from_prev=False, tag=_GRAD_CARRY + i)
-                     for i, shape in enumerate(program.carry_shapes(p))]
+            grads = self.wire.take(True, m, p + 1)
         else:
-            grads = [self.ring.recv((n * length, batch, program.backbone.hidden_size),
-                                    from_prev=False, tag=_GRAD_HIDDEN)]
+            grads = self.wire.take(True, m, p)
             if unit.bias is not None:
-                bias_grad = self.ring.recv((batch, n * length), from_prev=False, tag=_GRAD_BIAS)
+                grads, bias_grad = grads[:1], grads[1]
                 if self.first:  # the bias is this unit's own output: part of its graph
                     unit.outputs.append(unit.bias)
                     grads.append(bias_grad)
@@ -194,29 +204,45 @@ class PipelineSchedule:
                                         [g.to(o.dtype) if g is not None else None for o, g in pairs])
         self.busy_s += time.perf_counter() - tic
         if not self.first:
-            self.ring.send(_grad_or_zeros(unit.inputs[0]), to_next=False, tag=_GRAD_HIDDEN)
+            sent = [_grad_or_zeros(unit.inputs[0])]
             if unit.bias is not None:
                 total = _grad_or_zeros(unit.bias)
                 if not self.last:  # the later stages' share arrived with the hidden gradient
                     total = total + bias_grad
-                self.ring.send(total, to_next=False, tag=_GRAD_BIAS)
+                sent.append(total)
+            self.wire.post((True, m, p), sent)
         elif p > 0 and self._has_grad(program, p - 1):
-            for i, leaf in enumerate(unit.inputs):
-                self.ring.send(_grad_or_zeros(leaf), to_next=False, tag=_GRAD_CARRY + i)
+            self.wire.post((True, m, p), [_grad_or_zeros(leaf) for leaf in unit.inputs])
+
+    def _shapes_of(self, message: Message) -> list[tuple[int, ...]]:
+        """The shapes of the tensors of `message`, as its receiver (this stage) knows them."""
+        program = self.programs[message.m]
+        n, length, batch = program.passes[message.p], program.num_tokens, program.batch_size
+        hidden = [(n * length, batch, program.backbone.hidden_size)]
+        if not message.backward:
+            if message.dst == 0:  # the carry of the last stage's pass p
+                return list(program.carry_shapes(message.p))
+            return hidden + ([(batch, n * length)] if program.has_key_bias(message.p) else [])
+        if message.dst == self.wire.stages - 1:  # gradients of the carry that pass p started from
+            return list(program.carry_shapes(message.p - 1))
+        return hidden + ([(batch, n * length)] if self.units[message.m, message.p].bias is not None
+                         else [])
 
     # ------------------------------------------------------------------ the step
 
     def run(self) -> PipelineResult:
         start = time.perf_counter()
-        order = [(m, p) for p in range(max(len(prog.passes) for prog in self.programs))
-                 for m in range(len(self.programs)) if p < len(self.programs[m].passes)]
-        for m, p in order:
-            self.forward(m, p)
-        if self.train:
-            for m, p in reversed(order):
-                if self._has_grad(self.programs[m], p):
-                    self.backward(m, p)
-        self.ring.flush()
+        plan = plan_stage([len(prog.passes) for prog in self.programs],
+                          [prog.first_pass_with_grad for prog in self.programs],
+                          self.wire.stages, self.wire.stage, self.train)
+        for event in plan:
+            if isinstance(event, Exchange):
+                self.wire.exchange(event, self._shapes_of)
+            elif event.backward:
+                self.backward(event.m, event.p)
+            else:
+                self.forward(event.m, event.p)
+        assert not self.wire.outbox and not self.wire.inbox, "a message without its exchange"
         self.units.clear()
         total_s = time.perf_counter() - start
         return self._gather(total_s)
@@ -231,7 +257,7 @@ class PipelineSchedule:
         dist.broadcast_object_list(payload, src=parallel_state.get_pipeline_model_parallel_last_rank(),
                                    group=group)
         loss, parts, stats, scores = payload[0]
-        idle = torch.tensor([1.0 - self.busy_s / total_s], dtype=torch.float64)
+        idle = comm_tensor([1.0 - self.busy_s / total_s], dtype=torch.float64)
         dist.all_reduce(idle, group=group)
         return PipelineResult(
             loss=loss, parts=parts, stats=stats, pass_slots=[list(prog.passes) for prog in self.programs],

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel.layers import param_is_not_tensor_parallel_duplicate
 
+from megatron_ponder.comm_device import comm_device
 from megatron_ponder.config import TrainConfig
 
 # Settings a checkpoint's optimizer state carries (AdamW's param groups, the schedule's base
@@ -62,7 +63,7 @@ def grad_norm(model: torch.nn.Module) -> torch.Tensor:
              if p.grad is not None and param_is_not_tensor_parallel_duplicate(p)]
     # One fused kernel per dtype and no host sync per parameter (it matters on GPUs).
     squares = (torch.stack(torch._foreach_norm(grads)).float().pow(2).sum() if grads
-               else torch.zeros((), dtype=torch.float32))
+               else torch.zeros((), dtype=torch.float32, device=comm_device()))
     group = parallel_state.get_model_parallel_group()
     if dist.get_world_size(group) > 1:
         dist.all_reduce(squares, group=group)

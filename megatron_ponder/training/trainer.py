@@ -15,6 +15,7 @@ import torch.distributed as dist
 import yaml
 from megatron.core import parallel_state
 
+from megatron_ponder.comm_device import comm_tensor
 from megatron_ponder.config import Config, ConfigError, ModelConfig, PonderConfig, config_to_dict
 from megatron_ponder.data.batches import batch_for_step
 from megatron_ponder.data.datasets import build_checked, check_datasets
@@ -71,12 +72,12 @@ def _shape_fields_differ(saved: dict, current: dict) -> list[str]:
             if value(saved, section, k) != value(current, section, k)]
 
 
-def agree_on_stop(reason: str | None, device: torch.device) -> str | None:
+def agree_on_stop(reason: str | None) -> str | None:
     """The stop decision of every rank together: a signal or the wall-time limit can reach
     the ranks a step apart, and the save that follows is collective, so all stop if any does."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return reason
-    flag = torch.tensor([reason is not None], dtype=torch.int32, device=device)
+    flag = comm_tensor([reason is not None], dtype=torch.int32)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     if flag.item() and reason is None:
         return "another rank is stopping"
@@ -263,8 +264,7 @@ class Trainer:
                 self.cfg.model.qk_norm and self.cfg.parallel.tensor_model_parallel_size > 1):
             allreduce_tensor_parallel_partial_grads(self.model)
         # Every data-parallel rank logs, and decides on skipping, from the same mean.
-        objective, *means = data_parallel_mean([objective, *parts.values(), *stats.values()],
-                                               self.device)
+        objective, *means = data_parallel_mean([objective, *parts.values(), *stats.values()])
         parts, stats = dict(zip(parts, means)), dict(zip(stats, means[len(parts):]))
         # Skipping is decided on the objective (LM loss + penalty); "loss" is reported as the
         # LM loss alone, as validation reports it, and the penalty apart.
@@ -346,7 +346,7 @@ class Trainer:
         first_step = self.state.step
         try:
             while self.state.step < t.steps:
-                reason = agree_on_stop(self.stop.check(step_s + self.last_save_s), self.device)
+                reason = agree_on_stop(self.stop.check(step_s + self.last_save_s))
                 if reason:
                     return self._stop(reason)
                 tic = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distributed import run_distributed
+from distributed import STRICT_COMMS, run_distributed
 from factories import tiny_config
 from megatron_ponder.memory.measure import TensorMemoryTracker
 from megatron_ponder.memory.plan import plan_memory, stage_plan, widths
@@ -165,7 +165,7 @@ def layouts_worker(rank):
 
 
 def test_per_rank_figures_at_tp2_and_pp2():
-    measured = run_distributed(layouts_worker, 2)
+    measured = run_distributed(layouts_worker, 2, env=STRICT_COMMS)
     tp2 = config("ponderlm3", 2, ("parallel.tensor_model_parallel_size=2",))
     kept = stage_plan(tp2, widths(tp2, cuda=False), 2, 0, 1).kept
     for rank in measured:

@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import torch
 
-from distributed import run_distributed
+from distributed import STRICT_COMMS, run_distributed
 from factories import tiny_config
 from megatron_ponder.model import build_model
 from megatron_ponder.parallel import initialize_parallel
@@ -84,7 +84,7 @@ def test_recomputation_composes_with_truncated_gradients():
 
 
 def test_recomputed_gradients_equal_the_stored_ones_at_tp2_and_pp2():
-    for rank, results in enumerate(run_distributed(layouts_worker, 2)):
+    for rank, results in enumerate(run_distributed(layouts_worker, 2, env=STRICT_COMMS)):
         for layout, by_case in results.items():
             compare(by_case, f"{layout} rank {rank}")
 

@@ -1,4 +1,5 @@
-"""Pipeline parallelism for multi-pass pondering: 2 stages (two gloo processes) reproduce the
+"""Pipeline parallelism for multi-pass pondering: 2 and 4 stages (gloo processes under NCCL's
+point-to-point rules, PONDER_STRICT_COMMS=1, and TORCH_DISTRIBUTED_DEBUG=DETAIL) reproduce the
 single process's parameters, loss and every gradient for each method, with gradients through
 every pass and through the last passes only; and the analytic bubble of the schedule."""
 
@@ -7,7 +8,7 @@ import contextlib
 import pytest
 import torch
 
-from distributed import run_distributed
+from distributed import STRICT_COMMS, run_distributed
 from factories import tiny_config
 from megatron_ponder.model import build_model
 from megatron_ponder.model.init import global_name
@@ -55,10 +56,10 @@ def single_process(method, extra):
     return total, by_global_name(model, False), by_global_name(model, True)
 
 
-def pp2_worker(rank):
+def pipeline_worker(rank, pp):
     results = {}
     for method, extra in CASES:
-        cfg = config(method, extra, pp=2)
+        cfg = config(method, extra, pp=pp)
         initialize_parallel(cfg)
         model = build_model(cfg)
         model.train()
@@ -68,18 +69,20 @@ def pp2_worker(rank):
     return results
 
 
-@pytest.fixture(scope="module")
-def pp2_results():
-    return run_distributed(pp2_worker, 2)
+@pytest.fixture(scope="module", params=[2, 4], ids=["pp2", "pp4"])
+def pipeline_results(request):
+    """Every method at PP 2 and PP 4 (one layer per stage), each under the strict mode."""
+    return run_distributed(pipeline_worker, request.param, request.param, env=STRICT_COMMS)
 
 
 @pytest.mark.parametrize("method,extra", CASES, ids=[m + "".join(e) for m, e in CASES])
-def test_pp2_matches_single_process(method, extra, pp2_results):
+def test_pipeline_matches_single_process(method, extra, pipeline_results):
     loss, params, grads = single_process(method, extra)
     seen = set()
-    stage_names = [set(rank[method, tuple(extra)][1]) for rank in pp2_results]
-    assert not stage_names[0] & stage_names[1]  # each stage holds only its own share
-    for rank in pp2_results:
+    stage_names = [set(rank[method, tuple(extra)][1]) for rank in pipeline_results]
+    for i, names in enumerate(stage_names):  # each stage holds only its own share
+        assert all(not names & other for other in stage_names[i + 1:])
+    for rank in pipeline_results:
         loss2, params2, grads2, bubble = rank[method, tuple(extra)]
         assert abs(loss2 - loss) <= LOSS_TOL, (loss, loss2)
         assert 0.0 <= bubble < 1.0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distributed import run_distributed
+from distributed import STRICT_COMMS, run_distributed
 from factories import tiny_config
 from megatron_ponder.config import load_config
 from megatron_ponder.ponder.registry import METHODS, get_method
@@ -108,7 +108,7 @@ def pp2_worker(rank):
 
 
 def test_pipeline_runs_a_bf16_step():
-    for losses in run_distributed(pp2_worker, 2):
+    for losses in run_distributed(pp2_worker, 2, env=STRICT_COMMS):
         assert losses["bf16"] == pytest.approx(losses["fp32"], rel=LOSS_RTOL)
 
 

@@ -1,11 +1,13 @@
 """The training job at pipeline-parallel size 2 (torchrun, two gloo processes) follows the
 single-process loss trajectory for ponderlm3 and vanilla, and its checkpoints reshard:
-PP 2 -> 1 process and 1 process -> PP 2 continue with the same losses."""
+PP 2 -> 1 process and 1 process -> PP 2 continue with the same losses. The PP-2 jobs run
+under NCCL's point-to-point rules (PONDER_STRICT_COMMS=1, TORCH_DISTRIBUTED_DEBUG=DETAIL)."""
 
 import shutil
 
 from megatron_ponder.training.signals import EXIT_DONE
 from megatron_ponder.training.trainer import Trainer
+from distributed import STRICT_COMMS
 from tiny_runs import read_metrics, torchrun
 
 STEPS = 6
@@ -27,11 +29,11 @@ def test_pp2_training_matches_single_process_and_reshards(tiny_run, tiny_recipe,
     # PP 2 stops after step 3, its checkpoint resumes in one process, and the PP-2 job
     # resumes it too.
     recipe = tiny_recipe(tmp_path / "pp2.yaml", tmp_path / "pp2", steps=STEPS, save_interval=3)
-    first = torchrun(recipe, PP2, "train.exit_interval=3")
+    first = torchrun(recipe, PP2, "train.exit_interval=3", env_extra=STRICT_COMMS)
     assert "exitcode  : 3" in first.stderr, first.stdout[-2000:] + first.stderr[-3000:]
     shutil.copytree(tmp_path / "pp2", tmp_path / "pp2_to_single")
     assert Trainer(tiny_run(tmp_path / "pp2_to_single", steps=STEPS, save_interval=3)).train() == EXIT_DONE
-    second = torchrun(recipe, PP2)
+    second = torchrun(recipe, PP2, env_extra=STRICT_COMMS)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
     assert "at step 3" in second.stdout and "bubble" in second.stdout
 
@@ -39,7 +41,7 @@ def test_pp2_training_matches_single_process_and_reshards(tiny_run, tiny_recipe,
     to_pp2 = tiny_run(tmp_path / "single_to_pp2", steps=STEPS, save_interval=3, exit_interval=3)
     Trainer(to_pp2).train()
     back = tiny_recipe(tmp_path / "back.yaml", tmp_path / "single_to_pp2", steps=STEPS, save_interval=3)
-    resumed = torchrun(back, PP2)
+    resumed = torchrun(back, PP2, env_extra=STRICT_COMMS)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     for label in ("pp2", "pp2_to_single", "single_to_pp2"):
         assert_same_losses(reference, read_metrics(tmp_path / label), label)
@@ -48,6 +50,6 @@ def test_pp2_training_matches_single_process_and_reshards(tiny_run, tiny_recipe,
 def test_pp2_vanilla_matches_single_process(tiny_run, tiny_recipe, tmp_path):
     assert Trainer(tiny_run(tmp_path / "single", method="vanilla", steps=STEPS)).train() == EXIT_DONE
     recipe = tiny_recipe(tmp_path / "pp2.yaml", tmp_path / "pp2", method="vanilla", steps=STEPS)
-    run = torchrun(recipe, PP2)
+    run = torchrun(recipe, PP2, env_extra=STRICT_COMMS)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert_same_losses(read_metrics(tmp_path / "single"), read_metrics(tmp_path / "pp2"), "vanilla")

@@ -19,17 +19,18 @@ from megatron.core.dist_checkpointing.optimizer import (
     get_param_id_to_sharded_param_map, optim_state_to_sharding_state,
 )
 
+from megatron_ponder.comm_device import comm_tensor
 from megatron_ponder.config import Config
 from megatron_ponder.training.optim import build_optimizer, clip_gradients, grad_norm
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
-def data_parallel_mean(values: list[float], device: torch.device) -> list[float]:
+def data_parallel_mean(values: list[float]) -> list[float]:
     """The mean of each value over the data-parallel ranks (one all-reduce), for logging."""
     if parallel_state.get_data_parallel_world_size() == 1:
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+    t = comm_tensor(values, dtype=torch.float64)
     dist.all_reduce(t, group=parallel_state.get_data_parallel_group())
     return (t / parallel_state.get_data_parallel_world_size()).tolist()
 
