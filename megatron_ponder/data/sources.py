@@ -217,8 +217,9 @@ def _line_chunks(path: Path, json_key: str | None) -> Iterator[LinesChunk]:
                 raise _read_failure(path, line + pending.count(b"\n"), err) from None
             if not block:
                 break
+            searched = max(0, len(pending) - 1)  # no cut before: only look at new lines
             pending += block
-            cut = _cut(pending, json_key is None)
+            cut = _cut(pending, json_key is None, searched)
             if cut > 0:
                 data, pending = pending[:cut], pending[cut:]
                 yield LinesChunk(path, line, data, json_key)
@@ -227,12 +228,14 @@ def _line_chunks(path: Path, json_key: str | None) -> Iterator[LinesChunk]:
         yield LinesChunk(path, line, pending, json_key)
 
 
-def _cut(data: bytes, text: bool) -> int:
-    """Length of the longest prefix made of whole lines (text: ending in a blank line)."""
+def _cut(data: bytes, text: bool, searched: int = 0) -> int:
+    """Length of the longest prefix made of whole lines (text: ending in a blank line);
+    0 if there is none. Text is searched back to `searched` only, so a document larger than
+    a chunk costs linear, not quadratic, time."""
     if not text:
         return data.rfind(b"\n") + 1
     end = data.rfind(b"\n")
-    while end > 0:
+    while end > searched:
         start = data.rfind(b"\n", 0, end)
         if not data[start + 1:end].strip():
             return end + 1
