@@ -150,3 +150,20 @@ def test_training_runs_on_the_merged_corpus(corpus_docs, tmp_path):
               (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [x for x in losses if x is not None]
     assert losses and all(np.isfinite(losses)) and 0 < losses[0] < 10
+
+
+def test_progress_names_the_part_and_counts(corpus_docs, tmp_path, capsys, monkeypatch):
+    from megatron_ponder.data import progress
+
+    _, tok, docs = corpus_docs
+    monkeypatch.setattr(progress.Progress.__init__, "__defaults__", (True, 0.0))  # every chunk
+    path = write_jsonl(tmp_path / "c.jsonl", docs)
+    stats = preprocess([path, path], tok, tmp_path / "out", partition=1, partitions=2)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) > 10  # a line per chunk here (every 30 s into a log file)
+    final = lines[-1]
+    assert final.startswith(f"part 1 of 2: {stats.documents:,} documents, "
+                            f"{stats.tokens:,} tokens, ")
+    megabytes = float(final.split("tokens, ")[1].split(" MB")[0])
+    assert megabytes == pytest.approx(path.stat().st_size / 1e6, abs=0.05)
+    assert "tokens/s" in final and "MB/s" in final
