@@ -10,6 +10,7 @@ loaded tokenizer, nothing is re-imported) and encode with one thread each.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -34,8 +35,10 @@ class Encoded:
 _worker = {}  # the tokenizer and settings of this (worker) process
 
 
-def _set_up(tokenizer, dtype, threads: int) -> None:
+def _set_up(tokenizer, dtype, threads: int, worker: bool = False) -> None:
     _worker.update(tokenizer=tokenizer, dtype=dtype, threads=threads)
+    if worker:  # one thread per worker process: Hugging Face tokenizers' pool stays off
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 def _raw_size(chunk) -> int:
@@ -71,7 +74,7 @@ def encode_chunks(chunks: Iterable, tokenizer, dtype, workers: int = 1,
         return
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_up,
-                             initargs=(tokenizer, dtype, 1)) as pool:
+                             initargs=(tokenizer, dtype, 1, True)) as pool:
         pending: deque = deque()
         try:
             for chunk in chunks:
