@@ -80,11 +80,14 @@ def _directory_files(directory: Path) -> list[Path]:
         splits = sorted(p.name for p in directory.iterdir() if p.is_dir())
         raise DataError(f"{directory} is a datasets DatasetDict: pass one split's folder "
                         f"({', '.join(str(directory / s) for s in splits)})")
-    files = []
-    for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory).parts
-        if path.is_file() and not any(part.startswith(".") for part in relative):
-            files.append(path)
+    files = []  # by name at every level: the order of the paths' components
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():  # a save_to_disk folder inside is read as a dataset, not as files
+            files += _directory_files(entry)
+        elif entry.is_file():
+            files.append(entry)
     return files
 
 

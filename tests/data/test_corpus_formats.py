@@ -75,6 +75,13 @@ def write_formats(directory: Path, docs: list[str]) -> dict[str, list[str]]:
     datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(saved), max_shard_size="20KB")
     assert len(list(saved.glob("*.arrow"))) > 1  # several shards, read in state.json's order
     inputs["save_to_disk"] = [str(saved)]
+    # A tree holding shards and a save_to_disk folder: the folder is read as a dataset
+    # (not its state.json as JSONL), in path order: tree/a/ before tree/b.jsonl.
+    tree = directory / "tree"
+    tree.mkdir()
+    datasets.Dataset.from_dict({"text": docs[:100]}).save_to_disk(str(tree / "a"))
+    write_jsonl(tree / "b.jsonl", docs[100:])
+    inputs["tree"] = [str(tree)]
     return inputs
 
 
@@ -89,8 +96,8 @@ def test_every_format_gives_the_same_tokens(corpus_docs, tmp_path):
         assert data[i].tolist() == tok.encode(kept[i]) + [tok.eod_id]
     expected = pair(tmp_path / "ref")
     for name, inputs in formats.items():
-        stats = preprocess(inputs, tok, tmp_path / name, progress=False)
-        assert pair(tmp_path / name) == expected, name
+        stats = preprocess(inputs, tok, tmp_path / "out" / name, progress=False)
+        assert pair(tmp_path / "out" / name) == expected, name
         assert (stats.documents, stats.tokens) == (reference.documents, reference.tokens)
 
 
