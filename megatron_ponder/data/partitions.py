@@ -90,7 +90,8 @@ def part_inputs(files: list[Path], text_key: str, tokenizer_path, dtype,
 
 
 def _outputs(prefix: str) -> dict:
-    return {suffix: {"bytes": os.path.getsize(prefix + suffix), "xxh3_128": _digest(Path(prefix + suffix))}
+    return {suffix: {"bytes": os.path.getsize(prefix + suffix),
+                     "xxh3_128": _digest(Path(prefix + suffix))}
             for suffix in (".bin", ".idx")}
 
 
