@@ -1,9 +1,11 @@
 """The data layer: tokenizers (sentencepiece or Hugging Face), indexed datasets, GPTDataset
 splits, batches.
 
-Pipeline: text/JSONL files (or the embedded default corpus) -> `train_tokenizer` ->
-`preprocess` into PREFIX.bin/.idx -> `build_datasets` (megatron GPTDataset/BlendedDataset)
--> `batch_for_step`. Each module's docstring says why it is built the way it is.
+Pipeline: corpus files (sources.py: JSONL plain or compressed, Parquet, save_to_disk
+folders, text; or the embedded default corpus) -> `train_tokenizer` -> `preprocess` into
+PREFIX.bin/.idx (workers, partitions and `merge`: indexed.py, partitions.py) ->
+`build_datasets` (megatron GPTDataset/BlendedDataset) -> `batch_for_step`. Each module's
+docstring says why it is built the way it is.
 
 Names are imported lazily: `tools/train_tokenizer.py` needs neither torch's data loaders nor
 megatron-core's datasets, whose imports take seconds.
@@ -19,6 +21,7 @@ _EXPORTS = {
     "IndexedInfo": "indexed",
     "check_indexed_prefix": "indexed",
     "preprocess": "indexed",
+    "merge": "indexed",
     "Tokenizer": "tokenizer",
     "check_fits": "tokenizer",
     "train_tokenizer": "tokenizer_training",

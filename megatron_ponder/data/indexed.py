@@ -1,11 +1,13 @@
 """Tokenised corpora as megatron-core indexed datasets (PREFIX.bin + PREFIX.idx).
 
-`preprocess` turns text/JSONL files (see documents.py for the formats) into the pair that
-GPTDataset reads: every non-empty document is encoded, the end-of-document token appended,
-and written as one sequence with megatron's `IndexedDatasetBuilder`, in the dtype megatron's
-own preprocessing picks for the vocabulary (uint16 below 65500 tokens, int32 above). Both
-files are written under temporary names and renamed at the end, so a crash or an error never
-leaves a half-written pair under the final names.
+`preprocess` turns corpus files (sources.py: JSONL plain or compressed, Parquet, a
+`save_to_disk` folder, text) into the pair that GPTDataset reads: every non-empty document is
+encoded, the end-of-document token appended, and written as one sequence, in the dtype
+megatron's own preprocessing picks for the vocabulary (uint16 below 65500 tokens, int32
+above). `workers` processes encode (encoding.py) with output byte-identical to one;
+`partition`/`partitions` write one part of the corpus and its record (partitions.py), which
+`merge` joins into the final pair. Every pair is written under temporary names and renamed at
+the end, so a crash or an error never leaves a half-written pair under the final names.
 
 `check_indexed_prefix` validates a pair before training from the file sizes and the index
 alone (no token scan): a missing file, a corrupt or truncated .idx, or a .bin whose size
@@ -18,17 +20,19 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 
-from megatron_ponder.data.documents import check_inputs, iter_documents
+from megatron_ponder.data import partitions as parts
+from megatron_ponder.data.encoding import encode_chunks
 from megatron_ponder.data.errors import DataError
+from megatron_ponder.data.progress import Progress
+from megatron_ponder.data.sources import expand_inputs, unit_chunks, work_units
 from megatron_ponder.data.tokenizer import Tokenizer
 from megatron_ponder.run_layout import check_output_prefix, created_dirs
 
@@ -62,8 +66,12 @@ class PreprocessStats:
     skipped_empty: int
     seconds: float
     dtype: type
+    reused: str = ""  # a complete part found by a rerun: why it was kept
 
     def summary(self) -> str:
+        if self.reused:
+            return (f"kept {self.prefix}.bin/.idx ({self.reused}): {self.documents} documents, "
+                    f"{self.tokens} tokens")
         rate = self.seconds or 1e-9
         return (f"wrote {self.prefix}.bin/.idx: {self.documents} documents, {self.tokens} "
                 f"tokens ({np.dtype(self.dtype).name}), {self.skipped_empty} empty documents "
@@ -77,61 +85,60 @@ def preprocess(
     output_prefix: str | Path,
     *,
     json_key: str = "text",
-    batch_documents: int = 256,
     num_threads: int = 1,
+    workers: int = 1,
+    partition: int | None = None,
+    partitions: int | None = None,
     progress: bool = True,
 ) -> PreprocessStats:
-    """Tokenise `inputs` into OUTPUT_PREFIX.bin/.idx (EOD after every document)."""
-    inputs = check_inputs(inputs)
-    prefix = str(output_prefix)
+    """Tokenise `inputs` (files, directories, globs) into OUTPUT_PREFIX.bin/.idx, EOD after
+    every document; with `partitions`, only part `partition` (a rerun keeps it if complete)."""
+    start = time.perf_counter()
+    if workers < 1:
+        raise DataError(f"--workers {workers} is invalid: must be >= 1")
+    parts.check_partition(partition, partitions)
+    files = expand_inputs(inputs)
+    units = work_units(files)
+    prefix, label, record_inputs = str(output_prefix), "tokenising", None
+    dtype = token_dtype(tokenizer.vocab_size)
+    if partitions is not None:
+        units = parts.units_of_part(units, partition, partitions)
+        prefix = parts.part_prefix(prefix, partition, partitions)
+        label = f"part {partition} of {partitions}"
+        record_inputs = parts.part_inputs(files, json_key, tokenizer, dtype, partitions)
+        record, _ = parts.complete_part(prefix, record_inputs)
+        if record is not None:
+            stats = record["stats"]
+            return PreprocessStats(prefix, stats["documents"], stats["tokens"],
+                                   stats["skipped_empty"], time.perf_counter() - start, dtype,
+                                   reused="complete: inputs, tokenizer and checksums match")
+        parts.remove_record(prefix)  # stale or damaged: redo the part
     check_output_prefix(prefix)
+    chunks = (chunk for unit in units for chunk in unit_chunks(unit, json_key))
+    encoded = encode_chunks(chunks, tokenizer, dtype, workers, num_threads)
+    meter = Progress(label, enabled=progress)
     with created_dirs(Path(prefix).parent):
-        documents, tokens, skipped, dtype, start = _write_pair(
-            inputs, tokenizer, prefix, json_key, batch_documents, num_threads, progress)
+        skipped = _write_pair(encoded, prefix, dtype, meter, files)
+    meter.close()
     check_indexed_prefix(prefix)
-    return PreprocessStats(prefix, documents, tokens, skipped, time.perf_counter() - start, dtype)
+    stats = PreprocessStats(prefix, meter.documents, meter.tokens, skipped,
+                            time.perf_counter() - start, dtype)
+    if record_inputs is not None:
+        parts.write_record(prefix, record_inputs, {
+            "documents": stats.documents, "tokens": stats.tokens, "skipped_empty": skipped})
+    return stats
 
 
-def _write_pair(inputs: list[Path], tokenizer: Tokenizer, prefix: str, json_key: str,
-                batch_documents: int, num_threads: int, progress: bool):
-    """Tokenise into PREFIX.bin/.idx under temporary names, renamed at the end."""
+@contextlib.contextmanager
+def _pair_under_temporary_names(prefix: str, dtype) -> Iterator[IndexedDatasetBuilder]:
+    """A builder writing PREFIX.bin/.idx under temporary names, renamed when the block ends
+    without an error and removed when it raises."""
     tag = f".tmp{os.getpid()}"
     tmp_bin, tmp_idx = f"{prefix}.bin{tag}", f"{prefix}.idx{tag}"
-    dtype = token_dtype(tokenizer.vocab_size)
-    start = time.perf_counter()
-    documents = tokens = skipped = 0
     builder = None
     try:
         builder = IndexedDatasetBuilder(tmp_bin, dtype=dtype)
-        with _progress_bar(progress) as bar:
-            batch: list[str] = []
-
-            def flush() -> None:
-                nonlocal documents, tokens
-                for ids in tokenizer.encode_batch(batch, num_threads=num_threads):
-                    ids.append(tokenizer.eod_id)
-                    builder.add_document(ids, [len(ids)])
-                    tokens += len(ids)
-                documents += len(batch)
-                bar.update(len(batch))
-                elapsed = max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix_str(f"{tokens / elapsed:,.0f} tokens/s", refresh=False)
-                batch.clear()
-
-            for text in iter_documents(inputs, json_key):
-                if not text.strip():
-                    skipped += 1
-                    continue
-                batch.append(text)
-                if len(batch) >= batch_documents:
-                    flush()
-            if batch:
-                flush()
-        if documents == 0:
-            names = ", ".join(str(p) for p in inputs)
-            empties = f" ({skipped} empty documents skipped)" if skipped else ""
-            raise DataError(f"no non-empty document in {names}{empties}: nothing written to "
-                            f"{prefix}.bin/.idx")
+        yield builder
         builder.finalize(tmp_idx)
         # Drop the old index first: a crash between the renames leaves a .bin without an
         # .idx (reported as missing), never a new .bin paired with an old .idx.
@@ -144,14 +151,51 @@ def _write_pair(inputs: list[Path], tokenizer: Tokenizer, prefix: str, json_key:
         for path in (tmp_bin, tmp_idx):
             with contextlib.suppress(OSError):  # never hide the error that got us here
                 Path(path).unlink(missing_ok=True)
-    return documents, tokens, skipped, dtype, start
 
 
-def _progress_bar(enabled: bool):
-    from tqdm import tqdm
+def _write_pair(encoded, prefix: str, dtype, meter: Progress, files: list[Path]) -> int:
+    """Write every chunk's tokens; returns the number of empty documents skipped."""
+    skipped = 0
+    with _pair_under_temporary_names(prefix, dtype) as builder:
+        for chunk in encoded:
+            # One write per chunk; the index lists grow exactly as `add_document` per
+            # document would make them (one sequence per document), without a Python call
+            # and a small array per document.
+            builder.data_file.write(chunk.tokens.tobytes())
+            before = len(builder.sequence_lengths)
+            builder.sequence_lengths.extend(chunk.lengths.tolist())
+            builder.document_indices.extend(range(before + 1, len(builder.sequence_lengths) + 1))
+            skipped += chunk.skipped
+            meter.update(len(chunk.lengths), len(chunk.tokens), chunk.text_bytes)
+        if meter.documents == 0:
+            names = ", ".join(str(p) for p in files)
+            empties = f" ({skipped} empty documents skipped)" if skipped else ""
+            raise DataError(f"no non-empty document in {names}{empties}: nothing written to "
+                            f"{prefix}.bin/.idx")
+    return skipped
 
-    return tqdm(unit=" documents", disable=not enabled, file=sys.stderr,
-                desc="tokenising", mininterval=0.5)
+
+def merge(output_prefix: str | Path, partitions: int, progress: bool = True) -> PreprocessStats:
+    """Join the N verified parts of OUTPUT_PREFIX, in order, into OUTPUT_PREFIX.bin/.idx."""
+    start = time.perf_counter()
+    prefix = str(output_prefix)
+    parts.check_partition(0, partitions)
+    found = parts.verified_parts(prefix, partitions)
+    check_output_prefix(prefix)
+    dtype = DType.dtype_from_code(_dtype_code(found[0][0]))
+    with _pair_under_temporary_names(prefix, dtype) as builder:
+        for part, _ in found:
+            builder.add_index(part)  # megatron-core's merge: index lists + a .bin copy
+    check_indexed_prefix(prefix)
+    totals = {k: sum(r["stats"][k] for _, r in found)
+              for k in ("documents", "tokens", "skipped_empty")}
+    return PreprocessStats(prefix, totals["documents"], totals["tokens"],
+                           totals["skipped_empty"], time.perf_counter() - start, dtype)
+
+
+def _dtype_code(prefix: str) -> int:
+    with open(f"{prefix}.idx", "rb") as stream:
+        return stream.read(_HEADER_BYTES)[17]
 
 
 def check_indexed_prefix(prefix: str | Path) -> IndexedInfo:
