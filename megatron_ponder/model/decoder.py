@@ -146,6 +146,10 @@ class PonderDecoder(MegatronModule):
         return (self.pause_embedding * self.embedding_scale).to(like.dtype).expand_as(like)
 
     def cross_entropy(self, logits, labels):
+        """Per-token loss [B, L]. Consumes `logits`: megatron's fused cross-entropy works in
+        place (max subtracted, then exp) on its input, which is `logits` itself when they are
+        already fp32 (no copy: no extra logits-sized tensor in fp32 training). Compute it once
+        per output; read nothing from the logits afterwards."""
         return tensor_parallel.vocab_parallel_cross_entropy(
             logits.float(), labels.transpose(0, 1).contiguous()
         ).transpose(0, 1)

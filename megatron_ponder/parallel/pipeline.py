@@ -112,7 +112,7 @@ class PipelineSchedule:
 
     def __init__(self, model, programs: list[PassProgram], batches: list[dict],
                  autocast: Callable, train: bool,
-                 score: Callable[[Any, dict], Any] | None = None,
+                 score: Callable[[Any, dict, dict], Any] | None = None,
                  backward_autocast: Callable = contextlib.nullcontext):
         self.model, self.programs, self.batches = model, programs, batches
         self.autocast, self.train, self.score = autocast, train, score
@@ -176,8 +176,8 @@ class PipelineSchedule:
         self.losses.append(loss.item())
         self.parts.append({key: value.item() for key, value in parts.items()})
         self.stats.append(self.model.statistics(output, batch["loss_mask"]))
-        if self.score is not None:
-            self.scores.append(self.score(output, batch))
+        if self.score is not None:  # the loss consumed output.logits: hand its parts on
+            self.scores.append(self.score(output, batch, parts))
         unit.outputs = [loss / len(self.batches)]
 
     # ------------------------------------------------------------------ backward
@@ -276,7 +276,8 @@ def pipeline_step(model, batches: list[dict], step: int, autocast: Callable, *, 
     """Forward (and, when training, backward) of `batches` (dicts of tokens, labels,
     loss_mask) through this rank's stage. Gradients accumulate into the parameters as for
     one backward of the mean loss over the micro-batches. autocast / backward_autocast:
-    contexts for the forward and backward units (training/precision.py)."""
+    contexts for the forward and backward units (training/precision.py). score(output,
+    batch, loss parts), on the last stage, gives each micro-batch's entry of `scores`."""
     programs = [model.program(b["tokens"], step=step, jacobi=jacobi) for b in batches]
     for program in programs:
         program.reuse_embeddings = False  # every unit is its own autograd graph

@@ -12,6 +12,7 @@ scores them.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,12 +23,14 @@ from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.ponder.registry import VANILLA
 
 
-def score_batch(model, output, batch: dict) -> dict[str, float]:
+def score_batch(model, output, batch: dict, parts: dict | None = None) -> dict[str, float]:
     """Sums over one batch: LM loss x tokens, penalty x tokens, tokens, statistics, inference
-    FLOPs per token."""
+    FLOPs per token. parts: the loss parts if the caller has already computed the loss of
+    `output` (the loss consumes the logits: model/decoder.py's cross_entropy)."""
     cfg = model.cfg
     shape = DecoderShape.of(cfg.model)
-    _, parts = model.loss(output, batch["labels"], batch["loss_mask"])
+    if parts is None:
+        _, parts = model.loss(output, batch["labels"], batch["loss_mask"])
     n = batch["loss_mask"].sum().item()
     length = batch["tokens"].shape[1]
     kept = output.kept_steps(cfg.ponder.tau)
@@ -63,7 +66,7 @@ def evaluate(model, batches, device, autocast) -> dict[str, float]:
         from megatron_ponder.parallel.pipeline import pipeline_step
 
         scores = pipeline_step(model, batches, 0, autocast, train=False,
-                               score=lambda output, batch: score_batch(model, output, batch)).scores
+                               score=functools.partial(score_batch, model)).scores
     else:
         scores = []
         for batch in batches:

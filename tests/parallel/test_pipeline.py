@@ -4,6 +4,7 @@ single process's parameters, loss and every gradient for each method, with gradi
 every pass and through the last passes only; and the analytic bubble of the schedule."""
 
 import contextlib
+import functools
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from megatron_ponder.model.init import global_name
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.bubble import simulate_bubble
 from megatron_ponder.parallel.pipeline import pipeline_step
+from megatron_ponder.training.evaluate import score_batch
 
 CASES = [("ponderlm3", []), ("ponderlm3", ["ponder.grad_passes=2"]), ("vanilla", []),
          ("ponderlm2", ["ponder.latent_init=copy"]), ("loop", []), ("ponderlm1", []),
@@ -66,7 +68,23 @@ def pipeline_worker(rank, pp):
         result = pipeline_step(model, batches(), STEP, contextlib.nullcontext)
         results[method, tuple(extra)] = (result.loss, by_global_name(model, False),
                                          by_global_name(model, True), result.bubble_fraction)
+    results["eval"] = evaluation_scores(pp)
     return results
+
+
+def evaluation_scores(pp):
+    """Validation's per-micro-batch LM loss sums (training/evaluate.py's score_batch), through
+    the pipeline's score hook at pp > 1."""
+    cfg = config("ponderlm3", [], pp=pp)
+    initialize_parallel(cfg)
+    model = build_model(cfg)
+    model.eval()
+    with torch.no_grad():
+        if pp == 1:
+            return [score_batch(model, model(b["tokens"]), b)["loss_sum"] for b in batches()]
+        result = pipeline_step(model, batches(), 0, contextlib.nullcontext, train=False,
+                               score=functools.partial(score_batch, model))
+    return [score["loss_sum"] for score in result.scores]
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["pp2", "pp4"])
@@ -107,3 +125,11 @@ def test_bubble_closed_form_and_simulation():
     assert simulate_bubble([1.0] * 3, 1, 2, train=False) == pytest.approx(1 - 3 / 6)
     # One stage never waits.
     assert simulate_bubble([1.0, 2.0, 3.0], 3, 1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_pipeline_evaluation_scores_match_single_process(pipeline_results):
+    """The last stage scores the output whose loss it has just computed: the loss consumes
+    fp32 logits in place, so scoring them again gave ln(vocab)-like losses (6.24 against
+    6.44 at the end of a tiny run) before the score received the loss parts."""
+    expected = evaluation_scores(1)
+    assert pipeline_results[0]["eval"] == pytest.approx(expected, rel=LOSS_TOL)
