@@ -76,3 +76,33 @@ def test_no_tokenizer_anywhere_names_data_tokenizer(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data.tokenizer is empty" in err and "ships no tokenizer" in err, err
     assert not run.exists()
+
+
+def test_a_sentencepiece_folders_tokenizer_is_exported_unchanged(tmp_path, tiny_data):
+    """A Llama 2 folder without tokenizer.json: its tokenizer.model and tokenizer_config.json
+    reach the export byte for byte. Re-converting the .model (as for a bare one) would reset
+    its special-token settings (add_bos_token=false here) to the converter's (BOS </s> first)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import export_hf as export_tool
+
+    from megatron_ponder.data.tokenizer import Tokenizer
+
+    folder = tmp_path / "hf"
+    save_stock(folder, "llama")
+    shutil.copyfile(tiny_data["tokenizer"], folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "eos_token": "</s>", "unk_token": "<unk>",
+        "bos_token": None, "add_bos_token": False, "add_eos_token": False}))
+    run = tmp_path / "run"
+    assert convert_tool.main(["import-hf", str(folder), str(run), "--recipe", RECIPE,
+                              "--method", "vanilla", "--k", "0"]) == 0
+    assert export_tool.main([str(run), str(tmp_path / "export")]) == 0
+    for name in ("tokenizer.model", "tokenizer_config.json"):
+        assert (tmp_path / "export" / name).read_bytes() == (folder / name).read_bytes(), name
+    text = "The river flows past the old mill."
+    ids = AutoTokenizer.from_pretrained(tmp_path / "export")(text).input_ids
+    assert ids == Tokenizer.load(folder / "tokenizer.model").encode(text), ids
