@@ -140,9 +140,18 @@ class Tokenizer:
                              | set(self._lib.all_special_ids) | {self._eod_id})
         return int(token_id) in self._special
 
+    @property
+    def in_hf_folder(self) -> bool:
+        """Whether transformers' files come with it: a tokenizer.json, or a sentencepiece
+        tokenizer.model beside a tokenizer_config.json (a Llama 2 folder without
+        tokenizer.json), whose BOS/EOS settings an export must keep rather than re-derive."""
+        return self._backend is not None or (
+            self.path.name == "tokenizer.model"
+            and (self.path.parent / "tokenizer_config.json").is_file())
+
     def files(self) -> list[Path]:
         """The files that make up this tokenizer (what an export copies unchanged)."""
-        if self._backend is None:
+        if not self.in_hf_folder:
             return [self.path]
         folder = _hf_folder(self.path)
         return [folder / name for name in HF_TOKENIZER_FILES if (folder / name).is_file()]

@@ -5,7 +5,8 @@ The folder: config.json (PonderLMConfig with auto_map, or a plain LlamaConfig / 
 the project config rides along as `megatron_ponder_config` for an exact import), the
 weights as model.safetensors, modeling_ponder.py (this package's standalone file) and the
 tokenizer: a Hugging Face tokenizer's files copied unchanged (so AutoTokenizer loads exactly
-what training used), a sentencepiece model converted to a transformers tokenizer. Written
+what training used; a folder's sentencepiece tokenizer.model with its tokenizer_config.json
+too), a bare sentencepiece model converted to a transformers tokenizer. Written
 into DIR.tmp and renamed at the end: an interrupted export never leaves a half folder under DIR.
 """
 
@@ -132,9 +133,9 @@ def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Pa
     config.save_pretrained(tmp)
     if not method.plain:
         shutil.copy(MODELING_FILE, tmp / MODELING_FILE.name)
-    if tokenizer.kind == "sentencepiece":
+    if not tokenizer.in_hf_folder:  # a bare .model (train_tokenizer.py's): made transformers'
         convert_tokenizer(tokenizer.path, tmp)
-    else:
+    else:  # a Hugging Face folder's tokenizer (an imported Llama 2's tokenizer.model too)
         for file in tokenizer.files():
             shutil.copyfile(file, tmp / file.name)
     if out_dir.exists():

@@ -127,19 +127,46 @@ def stock_config(hf: dict, folder: Path, recipe: str | Path, output_dir: str | P
         data["ponder"]["k"] = k
     data["train"] = {**(data.get("train") or {}), "output_dir": str(output_dir)}
     data["data"] = dict(data.get("data") or {})
-    if not data["data"].get("tokenizer") and (folder / "tokenizer.model").is_file():
-        data["data"]["tokenizer"] = str((folder / "tokenizer.model").resolve())
-    elif not data["data"].get("tokenizer") and (folder / "tokenizer.json").is_file():
-        data["data"]["tokenizer"] = str(folder.resolve())  # a Hugging Face tokenizer folder
+    own = own_tokenizer(folder)
+    if own is not None:  # the embeddings index this tokenizer's ids: it beats the recipe's
+        given_tokenizer = data["data"].get("tokenizer")
+        if given_tokenizer and Path(given_tokenizer).resolve() != Path(own):
+            notes.append(f"data.tokenizer: recipe {given_tokenizer!r} -> checkpoint's own {own!r}")
+        data["data"]["tokenizer"] = own
     try:
-        cfg = config_from_dict(data, overrides)
+        cfg = config_from_dict(data, overrides)  # data.tokenizer=... on the command line wins
     except ConfigError as err:
         raise ConfigError(f"{recipe} with {folder / 'config.json'}: {err}") from None
     for key, value in arch.items():
         if getattr(cfg.model, key) != value:
             raise ConfigError(f"model.{key}={getattr(cfg.model, key)!r} is overridden, but it "
                               f"comes from the checkpoint ({value!r}); drop that override")
+    _check_tokenizer(cfg)
     return cfg, notes
+
+
+def own_tokenizer(folder: Path) -> str | None:
+    """The tokenizer a Hugging Face folder ships: the folder itself when it holds a
+    tokenizer.json (AutoTokenizer's fast tokenizer, and the export then copies every tokenizer
+    file unchanged, a tokenizer.model beside it too), else its sentencepiece tokenizer.model."""
+    if (folder / "tokenizer.json").is_file():
+        return str(folder.resolve())
+    if (folder / "tokenizer.model").is_file():
+        return str((folder / "tokenizer.model").resolve())
+    return None
+
+
+def _check_tokenizer(cfg: Config) -> None:
+    """Before anything is written: the run's tokenizer loads, names its end-of-document token
+    and has no id the checkpoint's embedding lacks (DataError / ConfigError: exit 2)."""
+    from megatron_ponder.data.tokenizer import Tokenizer, check_fits
+
+    if not cfg.data.tokenizer:
+        raise ConfigError("data.tokenizer is empty: the checkpoint folder ships no tokenizer "
+                          "(tokenizer.json or tokenizer.model) and the recipe names none; pass "
+                          "data.tokenizer=PATH (a sentencepiece .model or a Hugging Face "
+                          "tokenizer folder)")
+    check_fits(Tokenizer.load(cfg.data.tokenizer, cfg.data.eod_token), cfg.model.vocab_size)
 
 
 def expected_shapes(cfg: Config, tied: bool) -> dict[str, tuple[int, ...]]:
