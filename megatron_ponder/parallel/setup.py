@@ -31,10 +31,6 @@ def initialize_parallel(cfg: Config) -> None:
     check_layout(cfg, world)
     requested()  # a bad PONDER_STRICT_COMMS value fails here, before any rendezvous
     timeout = datetime.timedelta(seconds=par.distributed_timeout_s)
-    if "WORLD_SIZE" not in os.environ:
-        # One process started without a launcher: DeepSpeed asserts LOCAL_RANK is set (torchrun
-        # sets it), so `python -m ...train` with parallel.engine=deepspeed stopped there.
-        os.environ.setdefault("LOCAL_RANK", "0")
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if torch.cuda.is_available():

@@ -152,6 +152,9 @@ def test_zero_runs_as_one_process_without_torchrun(tiny_recipe, train_cli, tmp_p
     result = train_cli(recipe, "parallel.engine=deepspeed", "parallel.zero_stage=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(read_metrics(tmp_path / "run")) == [1, 2]
+    # ... and the default does not outlive DeepSpeed's set-up: a child process (lm-eval's
+    # accelerate) that inherits LOCAL_RANK expects a launcher's RANK and fails.
+    assert "LOCAL_RANK" not in os.environ
 
 
 # ---- defect 9: srun's --cpus-per-task -----------------------------------------------------------

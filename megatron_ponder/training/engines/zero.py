@@ -13,6 +13,8 @@ of and go back into ZeRO's flat partitions through deepspeed.utils.safe_get/set_
 
 from __future__ import annotations
 
+import contextlib
+import os
 import types
 
 import deepspeed
@@ -62,15 +64,31 @@ def deepspeed_config(cfg: Config) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _local_rank_of_a_lone_process():
+    """DeepSpeed asserts LOCAL_RANK is set (torchrun sets it): a process started without a
+    launcher gets 0 for the engine's set-up only. Not left in os.environ, where child
+    processes would inherit it (accelerate, under lm-eval, then expects a launcher's RANK)."""
+    if "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        yield
+        return
+    os.environ["LOCAL_RANK"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("LOCAL_RANK", None)
+
+
 class DeepSpeedEngine(Engine):
     def __init__(self, cfg: Config, model: torch.nn.Module):
         super().__init__(cfg, model)  # the client AdamW
         # ZeRO replaces the groups' params by flat partitions: keep the model's order.
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.group_indices = [g["params"] for g in self.optimizer.state_dict()["param_groups"]]
-        self.module, self.zero_optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=self.optimizer, config=deepspeed_config(cfg),
-            mpu=megatron_mpu(), dist_init_required=False)
+        with _local_rank_of_a_lone_process():
+            self.module, self.zero_optimizer, _, _ = deepspeed.initialize(
+                model=model, optimizer=self.optimizer, config=deepspeed_config(cfg),
+                mpu=megatron_mpu(), dist_init_required=False)
         self._allocate_optimizer_state()
 
     def backward(self, loss: torch.Tensor) -> None:
