@@ -9,6 +9,7 @@ loaded tokenizer, nothing is re-imported) and encode with one thread each.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from collections import deque
@@ -73,16 +74,23 @@ def encode_chunks(chunks: Iterable, tokenizer, dtype, workers: int = 1,
             yield encode_chunk(chunk)
         return
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_up,
-                             initargs=(tokenizer, dtype, 1, True)) as pool:
-        pending: deque = deque()
-        try:
-            for chunk in chunks:
-                pending.append(pool.submit(encode_chunk, chunk))
-                if len(pending) >= 2 * workers:
+    # Forked workers share the parent's pages until written, and the collector writes into
+    # every object it scans: frozen objects (torch's and megatron's modules, most of the
+    # parent's memory) stay shared. Measured: peak PSS 609 -> 570 MB on a 75 MB .jsonl.zst.
+    gc.freeze()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_up,
+                                 initargs=(tokenizer, dtype, 1, True)) as pool:
+            pending: deque = deque()
+            try:
+                for chunk in chunks:
+                    pending.append(pool.submit(encode_chunk, chunk))
+                    if len(pending) >= 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
                     yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+            finally:
+                for future in pending:
+                    future.cancel()
+    finally:
+        gc.unfreeze()
