@@ -25,8 +25,6 @@ LATENT_INITS = ("growth", "copy")
 ROUTERS = ("linear", "mlp")
 PRECISIONS = ("auto", "fp32", "bf16")
 RECOMPUTE = ("none", "layers", "passes")
-# RoPE frequency scalings the decoder implements (model/rope.py), as Hugging Face names them.
-ROPE_SCALINGS = ("linear", "llama3", "yarn")
 WANDB_MODES = ("offline", "online", "disabled")
 ENGINES = ("megatron", "deepspeed")
 
@@ -154,6 +152,11 @@ class ParallelConfig:
     # DeepSpeed ZeRO stage 1-3 (optimizer states / + gradients / + parameters partitioned);
     # must stay 0 with engine "megatron", whose distributed optimizer is its ZeRO-1.
     zero_stage: int = 0
+
+    @property
+    def uses_zero(self) -> bool:
+        """DeepSpeed ZeRO steps the model (it takes gradients in its backward hooks)."""
+        return self.engine == "deepspeed"
 
 
 @dataclass
@@ -345,15 +348,30 @@ def validate(cfg: Config) -> None:
     _validate_engine(par)
     # The q/k norms' gradients are completed over TP after the backward (parallel/grads.py),
     # too late for ZeRO, which takes gradients in its backward hooks.
-    _require(not (m.qk_norm and tp > 1 and par.engine == "deepspeed"), "model.qk_norm", True,
+    _require(not (m.qk_norm and tp > 1 and par.uses_zero), "model.qk_norm", True,
              "with parallel.tensor_model_parallel_size > 1 needs parallel.engine=megatron "
              "(DeepSpeed's ZeRO would take the q/k norms' gradients before their TP sum)")
     _validate_run(cfg)
 
 
-_LLAMA3_FIELDS = ("rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_positions")
-_YARN_FIELDS = ("rope_original_max_positions", "rope_beta_fast", "rope_beta_slow",
-                "rope_attention_factor")
+@dataclass(frozen=True)
+class RopeScaling:
+    """What one model.rope_scaling type reads, and the order its fields must keep."""
+    fields: tuple[str, ...]
+    larger_than: tuple[tuple[str, str], ...] = ()  # (field, must exceed field)
+
+
+# RoPE frequency scalings the decoder implements (model/rope.py), as Hugging Face names them.
+ROPE_SCALINGS = {
+    "linear": RopeScaling(("rope_scaling_factor",)),
+    "llama3": RopeScaling(("rope_scaling_factor", "rope_low_freq_factor",
+                           "rope_high_freq_factor", "rope_original_max_positions"),
+                          (("rope_high_freq_factor", "rope_low_freq_factor"),)),
+    "yarn": RopeScaling(("rope_scaling_factor", "rope_original_max_positions", "rope_beta_fast",
+                         "rope_beta_slow", "rope_attention_factor"),
+                        (("rope_beta_fast", "rope_beta_slow"),)),
+}
+_PLAIN_ROPE = RopeScaling(())
 _ROPE_FIELDS = ("rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor",
                 "rope_original_max_positions", "rope_beta_fast", "rope_beta_slow",
                 "rope_attention_factor")
@@ -364,9 +382,8 @@ def _validate_rope_scaling(m: ModelConfig) -> None:
     that reads it would silently do nothing, so it is refused."""
     _require(m.rope_scaling is None or m.rope_scaling in ROPE_SCALINGS, "model.rope_scaling",
              m.rope_scaling, f"valid values: null (plain RoPE), {', '.join(ROPE_SCALINGS)}")
-    used = {None: (), "linear": ("rope_scaling_factor",),
-            "llama3": ("rope_scaling_factor", *_LLAMA3_FIELDS),
-            "yarn": ("rope_scaling_factor", *_YARN_FIELDS)}[m.rope_scaling]
+    scaling = ROPE_SCALINGS.get(m.rope_scaling, _PLAIN_ROPE)
+    used = scaling.fields
     for name in _ROPE_FIELDS:
         value = getattr(m, name)
         if name not in used:
@@ -376,19 +393,15 @@ def _validate_rope_scaling(m: ModelConfig) -> None:
         else:
             _require(value is not None and value > 0, f"model.{name}", value,
                      f"must be > 0 with model.rope_scaling={m.rope_scaling!r}")
-    if m.rope_scaling == "yarn":
-        _require(m.rope_beta_fast > m.rope_beta_slow, "model.rope_beta_fast", m.rope_beta_fast,
-                 f"must exceed model.rope_beta_slow={m.rope_beta_slow}")
-    if m.rope_scaling == "llama3":
-        _require(m.rope_high_freq_factor > m.rope_low_freq_factor, "model.rope_high_freq_factor",
-                 m.rope_high_freq_factor,
-                 f"must exceed model.rope_low_freq_factor={m.rope_low_freq_factor}")
+    for larger, smaller in scaling.larger_than:
+        _require(getattr(m, larger) > getattr(m, smaller), f"model.{larger}", getattr(m, larger),
+                 f"must exceed model.{smaller}={getattr(m, smaller)}")
 
 
 def _validate_engine(par: ParallelConfig) -> None:
     _require(par.engine in ENGINES, "parallel.engine", par.engine,
              f"valid values: {', '.join(ENGINES)}")
-    if par.engine == "deepspeed":
+    if par.uses_zero:
         _require(par.zero_stage in (1, 2, 3), "parallel.zero_stage", par.zero_stage,
                  "must be 1, 2 or 3 with parallel.engine=deepspeed (for plain data parallelism"
                  " use parallel.engine=megatron)")

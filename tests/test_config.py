@@ -130,3 +130,10 @@ def test_bad_recipe_bases_are_named(tmp_path, files, match):
         (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_config(tmp_path / "run.yaml")
+
+
+def test_every_rope_scaling_the_config_accepts_has_a_frequency_formula():
+    from megatron_ponder.config import ROPE_SCALINGS
+    from megatron_ponder.model.rope import _FREQUENCY_SCALINGS
+
+    assert set(ROPE_SCALINGS) == set(_FREQUENCY_SCALINGS)

@@ -82,7 +82,7 @@ def state_bytes(cfg: Config, params: int, dp: int) -> StateBytes:
     with `dp` data-parallel ranks (see the module docstring for each engine)."""
     par = cfg.parallel
     adam = ADAM_STATES * FP32 * params
-    if par.engine == "deepspeed":
+    if par.uses_zero:
         stage = par.zero_stage
         bucket = min(DEEPSPEED_REDUCE_BUCKET, params) * FP32 if stage >= 2 else 0
         partition = -(-params // dp)

@@ -52,27 +52,36 @@ def _yarn(inv_freq: torch.Tensor, base: float, factor: float, original_max_posit
     return inv_freq / factor * ramp + inv_freq * (1 - ramp)
 
 
+def _linear(inv_freq: torch.Tensor, m: ModelConfig) -> torch.Tensor:
+    return inv_freq / m.rope_scaling_factor
+
+
+# model.rope_scaling -> its frequency formula (config.ROPE_SCALINGS names the fields each reads).
+_FREQUENCY_SCALINGS = {
+    "linear": _linear,
+    "llama3": lambda inv_freq, m: _llama3(inv_freq, m.rope_scaling_factor, m.rope_low_freq_factor,
+                                          m.rope_high_freq_factor, m.rope_original_max_positions),
+    "yarn": lambda inv_freq, m: _yarn(inv_freq, m.rotary_base, m.rope_scaling_factor,
+                                      m.rope_original_max_positions, m.rope_beta_fast,
+                                      m.rope_beta_slow),
+}
+
+
 def inverse_frequencies(m: ModelConfig) -> torch.Tensor:
     """theta^(-2i/d) for i < d/2 (d = model.head_size), after model.rope_scaling; float64."""
     d = m.head_size
     inv_freq = 1.0 / m.rotary_base ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
-    if m.rope_scaling == "linear":
-        return inv_freq / m.rope_scaling_factor
-    if m.rope_scaling == "llama3":
-        return _llama3(inv_freq, m.rope_scaling_factor, m.rope_low_freq_factor,
-                       m.rope_high_freq_factor, m.rope_original_max_positions)
-    if m.rope_scaling == "yarn":
-        return _yarn(inv_freq, m.rotary_base,
-                     m.rope_scaling_factor, m.rope_original_max_positions, m.rope_beta_fast,
-                     m.rope_beta_slow)
-    return inv_freq
+    if m.rope_scaling is None:
+        return inv_freq
+    return _FREQUENCY_SCALINGS[m.rope_scaling](inv_freq, m)
 
 
 def softmax_scale(m: ModelConfig) -> float | None:
     """The attention logits' scale where RoPE changes it, None for megatron's 1 / sqrt(d).
     YaRN multiplies cos and sin by its attention factor: q and k each, so the logits by its
-    square (our angle table carries angles only; the factor goes here instead)."""
-    if m.rope_scaling != "yarn":
+    square (our angle table carries angles only; the factor goes here instead). Only YaRN
+    reads model.rope_attention_factor (config validation refuses it elsewhere)."""
+    if m.rope_attention_factor is None:
         return None
     return m.rope_attention_factor ** 2 / math.sqrt(m.head_size)
 

@@ -13,7 +13,7 @@ def build_engine(cfg: Config, model: torch.nn.Module) -> Engine:
     """The engine for this run's layout: DeepSpeed ZeRO when asked for; else megatron-core
     DDP + distributed optimizer (GPU or CPU) when data-parallel or forced with
     parallel.force_megatron_engine; else the plain engine (one replica, torch AdamW)."""
-    if cfg.parallel.engine == "deepspeed":
+    if cfg.parallel.uses_zero:
         from megatron_ponder.training.engines.zero import DeepSpeedEngine
 
         return DeepSpeedEngine(cfg, model)
