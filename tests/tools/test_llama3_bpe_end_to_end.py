@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from lm_eval_runs import run_lm_eval
 from megatron_ponder.data.tokenizer import Tokenizer
 from megatron_ponder.inference.scoring import hard_forward
 from stock_models import ORIGINAL_CONTEXT, save_stock
@@ -177,16 +176,7 @@ def test_lm_eval_scores_the_export(continued, tmp_path):
     tasks.mkdir()
     (tasks / "ponder_bpe_ll.yaml").write_text(LL_TASK.format(data=data))
     out = tmp_path / "results"
-    command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
-               f"pretrained={export},trust_remote_code=True,add_bos_token=False,dtype=float32",
-               "--tasks", "ponder_bpe_ll", "--include_path", str(tasks), "--device", "cpu",
-               "--batch_size", "1", "--output_path", str(out), "--log_samples"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    samples = [json.loads(line) for path in out.rglob("samples_ponder_bpe_ll_*.jsonl")
-               for line in path.read_text().splitlines()]
-    reported = json.loads(next(out.rglob("results_*.json")).read_text())["results"]["ponder_bpe_ll"]
+    samples, reported = run_lm_eval(export, "ponder_bpe_ll", tasks, out, add_bos_token=False)
     assert len(samples) == len(LL_DOCS)
 
     model, _ = load_model(run, device="cpu")

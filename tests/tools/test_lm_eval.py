@@ -1,15 +1,13 @@
 """lm-evaluation-harness runs the export (`lm_eval --model hf ... trust_remote_code=True`) on a
 local multiple-choice task; its log-likelihoods equal the project model's hard-masked ones."""
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 from checkpoints import make_checkpoint
+from lm_eval_runs import run_lm_eval
 from megatron_ponder.inference.scoring import hard_forward
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
@@ -48,16 +46,7 @@ def test_lm_eval_harness_scores_the_export(tmp_path, tool_tokenizer):
     (tasks / "ponder_tiny_mc.yaml").write_text(
         template.replace("__DATA_FILE__", str(TASK_DIR / "ponder_tiny_mc.jsonl")))
     out = tmp_path / "results"
-    command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
-               f"pretrained={export},trust_remote_code=True,add_bos_token=True,dtype=float32",
-               "--tasks", "ponder_tiny_mc", "--include_path", str(tasks), "--device", "cpu",
-               "--batch_size", "1", "--output_path", str(out), "--log_samples"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    samples = [json.loads(line) for path in out.rglob("samples_ponder_tiny_mc_*.jsonl")
-               for line in path.read_text().splitlines()]
-    results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]["ponder_tiny_mc"]
+    samples, results = run_lm_eval(export, "ponder_tiny_mc", tasks, out, add_bos_token=True)
     assert len(samples) == 6
     from transformers import AutoTokenizer
 
