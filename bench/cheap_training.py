@@ -78,8 +78,7 @@ def main() -> None:
         tokens = torch.randint(0, cfg.model.vocab_size, (batch, length + 1), generator=gen)
         tokens, labels = tokens[:, :-1], tokens[:, 1:]
         passes = model(tokens[:1, :2], jacobi=3).pass_slots
-        flops = batch * model.method.training_flops(DecoderShape.of(cfg.model), cfg.ponder.k,
-                                                    passes, length, cfg.ponder.grad_passes)
+        flops = batch * model.method.training_flops(DecoderShape.of(cfg.model), passes, length)
         measured = [saved_bytes(model, tokens, labels) for _ in range(args.repeats)]
         results[name] = {"passes": passes, "training_flops_per_step": flops,
                          "saved_mib": measured[0][0] / 2**20,

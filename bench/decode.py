@@ -82,10 +82,10 @@ def random_model(recipe: str, overrides: list[str]):
     """(PonderLM-3 of a recipe's shape with its seeded initialisation, in eval mode, its Config)."""
     from megatron_ponder.config import load_config
     from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.ponder.registry import get_method, names_where
+    from megatron_ponder.ponder.registry import method_class, names_where
 
     cfg = load_config(recipe, overrides)
-    if not get_method(cfg.ponder.method).uses_router:
+    if not method_class(cfg.ponder.method).uses_router:
         routed = ", ".join(names_where(lambda method: method.uses_router))
         sys.exit(f"{recipe}: ponder.method={cfg.ponder.method!r}; the decode bench needs a "
                  f"routed method ({routed})")
@@ -93,13 +93,13 @@ def random_model(recipe: str, overrides: list[str]):
     return build_model(cfg).eval(), cfg
 
 
-def decode_flops(shape, method, k, prompt_steps, decode_steps) -> float:
+def decode_flops(shape, method, prompt_steps, decode_steps) -> float:
     """Mean FLOPs of the decoded tokens only: the per-token cost depends only on the prefix,
     so (whole sequence total) - (prompt total) is exactly the decoded tokens' total."""
     full = torch.cat([prompt_steps, decode_steps], dim=1)
     n_prompt, n_full = prompt_steps.shape[1], full.shape[1]
-    total = method.inference_flops_per_token(shape, k, n_full, full) * n_full
-    total -= method.inference_flops_per_token(shape, k, n_prompt, prompt_steps) * n_prompt
+    total = method.inference_flops_per_token(shape, n_full, full) * n_full
+    total -= method.inference_flops_per_token(shape, n_prompt, prompt_steps) * n_prompt
     return total / (n_full - n_prompt)
 
 
@@ -133,9 +133,10 @@ def main() -> None:
     models = {"vanilla": sibling(ponder, cfg, "vanilla").to(device),
               "ponderlm2": sibling(ponder, cfg, "ponderlm2").to(device)}
     ponder = ponder.to(device)
-    runs = [("vanilla", models["vanilla"], cfg.ponder.tau), ("ponderlm2", models["ponderlm2"], cfg.ponder.tau)]
+    tau = ponder.method.tau  # the checkpoint's (the fixed-step methods ignore it)
+    runs = [("vanilla", models["vanilla"], tau), ("ponderlm2", models["ponderlm2"], tau)]
     runs += [(f"ponderlm3@tau={t:g}", ponder, t) for t in args.taus]
-    shape, k = DecoderShape.of(cfg.model), cfg.ponder.k
+    shape = DecoderShape.of(cfg.model)
     adaptive = {name for name, model, _ in runs if model.method.uses_router}
     times = {name: [] for name, _, _ in runs}
     results = {}
@@ -157,7 +158,7 @@ def main() -> None:
                         "executed_steps": steps.float().mean().item(),
                         "kv_entries_per_token": cache.lengths.float().mean().item() / processed,
                         "decode_flops_per_token": decode_flops(
-                            shape, model.method, k, prompt_steps[None].expand(args.batch, -1), steps),
+                            shape, model.method, prompt_steps[None].expand(args.batch, -1), steps),
                     }
     base = results["ponderlm2"]
     for name, row in results.items():

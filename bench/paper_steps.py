@@ -77,8 +77,7 @@ def run(args) -> dict:
             torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - tic)
-            flops.append(b * model.method.training_flops(shape, p.k, out.pass_slots, length,
-                                                         p.grad_passes))
+            flops.append(b * model.method.training_flops(shape, out.pass_slots, length))
         losses.append(loss.item())
     step_s = statistics.median(times)
     plan = plan_memory(cfg, 1, cuda=device.type == "cuda")

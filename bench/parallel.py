@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from megatron_ponder.config import ParallelConfig, load_config  # noqa: E402
 from megatron_ponder.demo import RECIPE, prepare_data  # noqa: E402
 from megatron_ponder.parallel.bubble import simulate_bubble  # noqa: E402
-from megatron_ponder.ponder import build_program  # noqa: E402
+from megatron_ponder.ponder import get_method  # noqa: E402
 from megatron_ponder.ponder.flops import DecoderShape  # noqa: E402
 
 LAYOUTS = {
@@ -86,8 +86,7 @@ def analytic_bubble(cfg, metrics: dict, stages: int) -> float:
     values = []
     for step, record in metrics.items():
         if step > 1:
-            program = build_program(cfg.ponder.method, None, tokens, k=cfg.ponder.k,
-                                    jacobi=record["jacobi"], latent_init=cfg.ponder.latent_init)
+            program = get_method(cfg.ponder).program(None, tokens, jacobi=record["jacobi"])
             costs = [shape.pass_flops(cfg.data.seq_length, n) / stages for n in program.passes]
             values.append(simulate_bubble(costs, micro, stages))
     return statistics.mean(values)

@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 
 from megatron_ponder.attention.registry import ATTENTION_BACKENDS
-from megatron_ponder.ponder.registry import METHODS, get_method
+from megatron_ponder.ponder import METHODS, LatentInit, RouterKind, method_class
 
-LATENT_INITS = ("growth", "copy")
-ROUTERS = ("linear", "mlp")
+LATENT_INITS = tuple(LatentInit)
+ROUTERS = tuple(RouterKind)
 PRECISIONS = ("auto", "fp32", "bf16")
 RECOMPUTE = ("none", "layers", "passes")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -303,7 +303,7 @@ def validate(cfg: Config) -> None:
 
     _require(p.method in METHODS, "ponder.method", p.method, f"valid values: {', '.join(METHODS)}")
     _require(p.k >= 0, "ponder.k", p.k, "must be >= 0 (number of pondering steps)")
-    k_problem = get_method(p.method).k_problem(p.k)
+    k_problem = method_class(p.method).k_problem(p.k)
     _require(k_problem is None, "ponder.k", p.k, k_problem)
     _require(0.0 < p.tau < 1.0, "ponder.tau", p.tau, "must lie strictly between 0 and 1")
     _require(len(p.jacobi_train) > 0 and all(j >= 1 for j in p.jacobi_train),

@@ -56,11 +56,12 @@ def summary(cfg) -> None:
     print(f"expected pondering steps   {final['expected_steps']:.2f} of K={cfg.ponder.k} per token")
     print(f"pruned at tau={cfg.ponder.tau:g}        {final['pruned_share']:.1%} of latent slots")
     from megatron_ponder.ponder.flops import DecoderShape
-    from megatron_ponder.ponder.registry import VANILLA, get_method
+    from megatron_ponder.ponder.registry import VANILLA, method_class
 
     shape, length = DecoderShape.of(cfg.model), cfg.data.seq_length
-    ponderlm2 = (get_method("ponderlm2").inference_flops_per_token(shape, cfg.ponder.k, length)
-                 / VANILLA.inference_flops_per_token(shape, 0, length))
+    # PonderLM-2 with this run's settings (its K): every latent slot kept.
+    ponderlm2 = (method_class("ponderlm2").of(cfg.ponder).inference_flops_per_token(shape, length)
+                 / VANILLA.inference_flops_per_token(shape, length))
     print(f"inference FLOPs per token  {final['inference_flops_vs_vanilla']:.2f}x a vanilla model "
           f"of the same size (PonderLM-2, every slot kept: {ponderlm2:.2f}x)")
     print(f"checkpoints                {ckpt}")

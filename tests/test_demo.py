@@ -28,13 +28,13 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     # Between vanilla (every latent slot pruned) and PonderLM-2 (every slot kept), plus the router.
     from megatron_ponder.config import load_config
     from megatron_ponder.ponder.flops import DecoderShape
-    from megatron_ponder.ponder.registry import get_method
+    from megatron_ponder.ponder.registry import VANILLA, method_class
 
     cfg = load_config(ROOT / "recipes" / "demo_cpu.yaml", ["model.vocab_size=512"])
     shape, length = DecoderShape.of(cfg.model), cfg.data.seq_length
-    vanilla = get_method("vanilla").inference_flops_per_token(shape, 0, length)
+    vanilla = VANILLA.inference_flops_per_token(shape, length)
     router = 2 * shape.hidden * 3
-    most = (get_method("ponderlm2").inference_flops_per_token(shape, 2, length) + router) / vanilla
+    most = (method_class("ponderlm2")(k=2).inference_flops_per_token(shape, length) + router) / vanilla
     assert 1.0 <= final["inference_flops_vs_vanilla"] <= most * (1 + 1e-9)
     assert abs(final["ppl"] - 2.718281828 ** final["loss"]) < 1e-6 * final["ppl"]
     assert (out / "checkpoints" / "step_0000004" / "metadata.json").is_file()

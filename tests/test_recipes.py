@@ -19,7 +19,7 @@ import yaml
 from factories import tiny_config
 from megatron_ponder.config import load_config
 from megatron_ponder.ponder.flops import DecoderShape
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder.registry import method_class
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 # recipes/sweeps/ holds sweep files (a grid of recipes): tests/sweeps/test_sweep_spec.py.
@@ -182,19 +182,19 @@ def test_flops(size, record_property):
     hand = hand_figures(size)
     schedule = [1, 2, 3, 4, 4, 4, 4]
     train = {
-        "vanilla": get_method("vanilla").training_flops(shape, K, [1], SEQ),
-        "ponderlm2": get_method("ponderlm2").training_flops(shape, K, schedule, SEQ),
-        "ponderlm3": get_method("ponderlm3").training_flops(shape, K, schedule, SEQ),
+        "vanilla": method_class("vanilla")(k=K).training_flops(shape, [1], SEQ),
+        "ponderlm2": method_class("ponderlm2")(k=K).training_flops(shape, schedule, SEQ),
+        "ponderlm3": method_class("ponderlm3")(k=K).training_flops(shape, schedule, SEQ),
     }
     for method, value in train.items():
         assert value == hand[f"train_{method}"]
     # All figures are integers below 2**53 and the mean divides by 2048: exact in float64.
-    vanilla = get_method("vanilla").inference_flops_per_token(shape, K, SEQ)
-    ponderlm2 = get_method("ponderlm2").inference_flops_per_token(shape, K, SEQ)
+    vanilla = method_class("vanilla")(k=K).inference_flops_per_token(shape, SEQ)
+    ponderlm2 = method_class("ponderlm2")(k=K).inference_flops_per_token(shape, SEQ)
     assert vanilla == hand["infer_vanilla"] and ponderlm2 == hand["infer_ponderlm2"]
     # PonderLM-3's range: from every step pruned to every step kept, plus the router.
-    none = get_method("ponderlm3").inference_flops_per_token(shape, K, SEQ, torch.zeros(1, SEQ))
-    every = get_method("ponderlm3").inference_flops_per_token(shape, K, SEQ, torch.full((1, SEQ), K))
+    none = method_class("ponderlm3")(k=K).inference_flops_per_token(shape, SEQ, torch.zeros(1, SEQ))
+    every = method_class("ponderlm3")(k=K).inference_flops_per_token(shape, SEQ, torch.full((1, SEQ), K))
     assert (none, every) == (vanilla + hand["router"], ponderlm2 + hand["router"])
 
     ratio = ponderlm2 / vanilla

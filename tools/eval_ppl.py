@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({row['calibration']['ratio']:.4f} on the calibration tokens, "
                       f"{row['flops_vs_all_kept']:.4f} on the scored ones)", file=sys.stderr)
         else:
-            taus = args.taus or [cfg.ponder.tau]
+            taus = args.taus or [model.method.tau]
             with tqdm(total=len(batches) * len(taus), desc="scoring", file=sys.stderr) as bar:
                 rows = score_at_taus(model, batches, taus, args.jacobi, progress=bar)
     except (ConfigError, CheckpointError, ValueError) as err:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows, model))
     if args.output:
         result = {"checkpoint": str(args.checkpoint), "method": cfg.ponder.method,
-                  "k": cfg.ponder.k, "split": args.split,
+                  "k": model.method.k, "split": args.split,
                   "sequences": len(batches) * args.batch_size,
                   "seq_length": cfg.data.seq_length, "rows": rows}
         write_atomically(args.output, json.dumps(result, indent=2) + "\n")

@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from megatron_ponder.ponder.registry import get_method
+    from megatron_ponder.ponder.registry import method_class
 
-    plain = get_method(cfg.ponder.method).plain
+    plain = method_class(cfg.ponder.method).plain
     written = json.loads((Path(out) / "config.json").read_text())["architectures"][0]
     kind = written if plain else f"{written} (trust_remote_code)"
     print(f"exported {cfg.ponder.method} (K={cfg.ponder.k}, tau={cfg.ponder.tau}) to {out} as {kind}")

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps({"prompt": text, "completion": tokenizer.decode(ids), "token_ids": ids,
                               "steps": steps[1:], "fed_token_ids": fed,
-                              "tau": cfg.ponder.tau if tau is None else tau,
+                              "tau": model.method.tau if tau is None else tau,
                               "flops_budget": args.flops_budget}))
         elif args.show_steps:
             print(with_steps(tokenizer, fed, steps[1:]) + tokenizer.decode(ids[-1:]))

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             routed = " or ".join(names_where(lambda m: m.uses_router))
             raise ConfigError(f"ponder.method={cfg.ponder.method!r} gives every token the same "
                               f"steps; the analysis needs a {routed} checkpoint")
-        taus = [check_tau(t) for t in (args.taus or [cfg.ponder.tau])]
+        # --taus checked here, once; the config's tau was checked with the config
+        taus = [check_tau(t) for t in args.taus] if args.taus else [model.method.tau]
         if args.data_prefix:
             cfg.data.prefixes, cfg.data.weights = args.data_prefix, []
         tokenizer = Tokenizer.load(cfg.data.tokenizer, cfg.data.eod_token)
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
     specials = {i for i in range(tokenizer.vocab_size) if tokenizer.is_special(i)}
-    summary = summarize(steps, texts, specials, frequency, cfg.ponder.k, cfg.data.seq_length)
+    summary = summarize(steps, texts, specials, frequency, model.method.latent_steps,
+                        cfg.data.seq_length)
     title = args.title or f"Pondering steps per token: {args.checkpoint}"
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("analysis.json", json.dumps(summary, indent=1) + "\n"),

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.decoding import check_prompts
     from megatron_ponder.inference.ponder_view import render_html, render_png
-    from megatron_ponder.inference.scoring import hard_forward_at, resolve_tau
+    from megatron_ponder.inference.scoring import configured, hard_forward
     from megatron_ponder.model.checkpoint_files import CheckpointError
     from megatron_ponder.run_layout import check_output_file, write_atomically
 
@@ -58,23 +58,25 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"ponder.method={cfg.ponder.method!r} gives every token the same "
                               f"steps; show_ponder needs a checkpoint of a method with a router "
                               f"(ponderlm3)")
-        tau = resolve_tau(model, args.tau)  # checked here, once
+        method = configured(model, args.tau)  # --tau checked here, once
         tokenizer = Tokenizer.load(args.tokenizer or cfg.data.tokenizer, cfg.data.eod_token)
         check_fits(tokenizer, cfg.model.vocab_size)
         ids = [tokenizer.eod_id] + tokenizer.encode(text)
         check_prompts([ids], 0, cfg)
         device = next(model.parameters()).device
-        steps = hard_forward_at(model, torch.tensor([ids], device=device), tau).kept_steps(tau)
+        steps = hard_forward(model, torch.tensor([ids], device=device), method=method)
+        steps = steps.kept_steps(method.tau)
     except (ConfigError, CheckpointError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     pieces = [tokenizer.decode(ids[: i + 1])[len(tokenizer.decode(ids[:i])):] for i in range(1, len(ids))]
     steps = steps[0, 1:].tolist()
-    title = f"{Path(args.checkpoint).name}: tau={tau:g}, K={cfg.ponder.k}"
+    k = method.latent_steps
+    title = f"{Path(args.checkpoint).name}: tau={method.tau:g}, K={k}"
     out.parent.mkdir(parents=True, exist_ok=True)
     html_path, png_path = out.with_name(out.name + ".html"), out.with_name(out.name + ".png")
-    write_atomically(html_path, render_html(pieces, steps, cfg.ponder.k, title))
-    render_png(pieces, steps, cfg.ponder.k, title, png_path)
+    write_atomically(html_path, render_html(pieces, steps, k, title))
+    render_png(pieces, steps, k, title, png_path)
     print(f"wrote {html_path} and {png_path} ({len(steps)} tokens, mean {sum(steps) / len(steps):.2f} steps)")
     return 0
 

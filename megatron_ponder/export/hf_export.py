@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from megatron_ponder.config import Config, ConfigError, config_from_dict, config_to_dict
 from megatron_ponder.export import hf_weights
 from megatron_ponder.export.hf_rope import hf_rope_parameters
-from megatron_ponder.ponder.registry import get_method, names_where
+from megatron_ponder.ponder.registry import method_class, names_where
 from megatron_ponder.run_layout import EXPORT_WEIGHTS, check_export_output
 
 MODELING_FILE = Path(__file__).with_name("modeling_ponder.py")
@@ -69,7 +69,7 @@ def _plain_config(cfg: Config, eod_id: int):
 def hf_config(cfg: Config, eod_id: int):
     """The transformers config object for `cfg` (Llama / Qwen2 for vanilla, PonderLMConfig
     otherwise)."""
-    if get_method(cfg.ponder.method).plain:
+    if method_class(cfg.ponder.method).plain:
         return _plain_config(cfg, eod_id)
     from megatron_ponder.export.modeling_ponder import PonderLMConfig
 
@@ -115,7 +115,7 @@ def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Pa
     more config.json fields (the FLOPs budget ponder_tau was calibrated to)."""
     from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 
-    method = get_method(cfg.ponder.method)
+    method = method_class(cfg.ponder.method)
     if not method.decodes_with_slot_cache:
         exportable = names_where(lambda m: m.decodes_with_slot_cache)
         raise ConfigError(f"ponder.method={cfg.ponder.method!r} cannot be exported: it needs a KV "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from megatron_ponder.config import Config
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder.registry import method_class
 
 _PREFIX = "decoder.decoder.layers."
 _LAYER = {
@@ -44,7 +44,7 @@ _TOP = {
 
 def _folded_scale(cfg: Config) -> float:
     """The factor the exported embedding carries: plain Llama/Qwen2 have no multiplier."""
-    return cfg.model.embed_scale if get_method(cfg.ponder.method).plain else 1.0
+    return cfg.model.embed_scale if method_class(cfg.ponder.method).plain else 1.0
 
 
 def _qkv_split(cfg: Config) -> tuple[int, int, int]:

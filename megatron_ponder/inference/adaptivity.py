@@ -17,7 +17,7 @@ import torch
 
 # piece_text: a sentencepiece piece as text (what Tokenizer.token_text gives for one).
 from megatron_ponder.data.tokenizer import piece_text  # noqa: F401
-from megatron_ponder.inference.scoring import hard_forward_at
+from megatron_ponder.inference.scoring import hard_forward
 from megatron_ponder.ponder.loss import expected_steps_per_token
 
 CLASSES = ("word start", "word continuation", "punctuation", "digits", "whitespace", "other")
@@ -39,6 +39,8 @@ class TokenSteps:
 def token_steps(model, batches: list[dict], taus: list[float]) -> TokenSteps:
     parts = {key: [] for key in ("token", "position", "expected", "entropy", "loss")}
     executed = {tau: [] for tau in taus}
+    # The method at each tau (taus checked by the caller, tools/ponder_analysis.py, once).
+    methods = {tau: model.method.with_tau(tau) for tau in taus}
     was_training = model.training
     model.eval()
     try:
@@ -51,9 +53,9 @@ def token_steps(model, batches: list[dict], taus: list[float]) -> TokenSteps:
             parts["expected"].append(expected_steps_per_token(soft.log_w).flatten())
             parts["entropy"].append(-(log_s.exp() * log_s).sum(-1).transpose(0, 1).flatten())
             parts["loss"].append(model.decoder.cross_entropy(soft.logits, labels).flatten())
-            for tau in taus:
-                # taus checked by the caller (tools/ponder_analysis.py), once
-                executed[tau].append(hard_forward_at(model, tokens, tau).kept_steps(tau).flatten())
+            for tau, method in methods.items():
+                output = hard_forward(model, tokens, method=method)
+                executed[tau].append(output.kept_steps(method.tau).flatten())
     finally:
         model.train(was_training)
     as_numpy = {key: torch.cat(values).double().numpy() for key, values in parts.items()}

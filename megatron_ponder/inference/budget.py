@@ -68,13 +68,12 @@ def flops_ratio(model, batches: list[dict], tau: float, jacobi: int | None = Non
 
 def all_kept_flops(model, batches: list[dict]) -> float:
     """Inference FLOPs per token of `model` on batches with every latent step kept."""
-    cfg = model.cfg
-    shape = DecoderShape.of(cfg.model)
+    method = model.method
+    shape = DecoderShape.of(model.cfg.model)
     total = 0.0
     for batch in batches:
-        full = torch.full(batch["tokens"].shape, cfg.ponder.k)
-        total += model.method.inference_flops_per_token(shape, cfg.ponder.k,
-                                                        batch["tokens"].shape[1], full)
+        full = torch.full(batch["tokens"].shape, method.latent_steps)
+        total += method.inference_flops_per_token(shape, batch["tokens"].shape[1], full)
     return total / len(batches)
 
 

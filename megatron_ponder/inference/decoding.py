@@ -18,7 +18,7 @@ from megatron.core.tensor_parallel.mappings import gather_from_tensor_model_para
 from megatron_ponder.config import ConfigError
 from megatron_ponder.inference.kv_cache import RecordedPass, SlotKVCache
 from megatron_ponder.inference.sampling import Sampling, next_tokens
-from megatron_ponder.inference.scoring import resolve_tau
+from megatron_ponder.inference.scoring import configured
 from megatron_ponder.ponder.program import run_locally
 from megatron_ponder.ponder.registry import names_where
 
@@ -50,16 +50,16 @@ class SlotDecoder:
     """Prefill and token-by-token decoding of one PonderLM (eval mode, no autograd)."""
 
     def __init__(self, model, tau: float | None = None, jacobi: int | None = None):
-        p, method = model.cfg.ponder, model.method
-        if not method.decodes_with_slot_cache:
+        if not model.method.decodes_with_slot_cache:
             decodable = names_where(lambda m: m.decodes_with_slot_cache)
-            raise ConfigError(f"ponder.method={p.method!r} cannot be decoded with a KV cache; "
-                              f"decodable methods: {', '.join(decodable)}")
-        self.model, self.decoder, self.method, self.k = model, model.decoder, method, p.k
-        self.tau = resolve_tau(model, tau)
-        self.jacobi = p.jacobi_eval if jacobi is None else jacobi
-        self.latent_steps = method.latent_steps(p.k)
-        self.slots_per_token = method.slots_per_token(p.k)
+            raise ConfigError(f"ponder.method={model.cfg.ponder.method!r} cannot be decoded with "
+                              f"a KV cache; decodable methods: {', '.join(decodable)}")
+        # The method at this decoder's tau (a caller's, checked here once).
+        method = configured(model, tau)
+        self.model, self.decoder, self.method, self.tau = model, model.decoder, method, method.tau
+        self.jacobi = method.jacobi_eval if jacobi is None else jacobi
+        self.latent_steps = method.latent_steps
+        self.slots_per_token = method.slots_per_token
 
     def _full_vocab(self, logits: torch.Tensor) -> torch.Tensor:
         return gather_from_tensor_model_parallel_region(logits).float()
@@ -68,7 +68,7 @@ class SlotDecoder:
         """prompt [L] -> (next-token logits [V], latent steps per prompt token [L])."""
         recorder = _RecordingBackbone(self.decoder)
         out = run_locally(self.model.program(prompt[None], jacobi=self.jacobi,
-                                             hard_tau=self.tau, backbone=recorder))
+                                             tau=self.tau, backbone=recorder))
         cache.insert(row, recorder.last)
         kept = recorder.last.kept_slots().view(len(prompt), -1).sum(-1) - 1
         return self._full_vocab(out.logits[-1, 0]), kept
@@ -86,7 +86,7 @@ class SlotDecoder:
         pos = positions[None]
         zero = torch.zeros(b, device=token_ids.device)
         outputs = [self._slot(cache, rows, d.embed(token_ids[:, None]), pos, zero)]
-        plan = self.method.decode_plan(d, outputs[0], self.k, self.tau)
+        plan = self.method.decode_plan(d, outputs[0])
         for step in range(1, self.latent_steps + 1):
             active = plan.kept >= step
             if not active.any():

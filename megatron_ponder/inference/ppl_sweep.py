@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from megatron_ponder.inference.scoring import check_tau, score_hard_at
+from megatron_ponder.inference.scoring import configured, score_hard
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.ponder.registry import VANILLA
 
@@ -25,27 +25,27 @@ def score_at_taus(model, batches: list[dict], taus: list[float | None],
     """One row of hard-rule scores per tau over batches ({tokens, labels, loss_mask}); every
     tau is checked before any scoring. tau None: the config's, reported as None (for methods
     whose compute tau does not change)."""
-    checked = [None if tau is None else check_tau(tau) for tau in taus]
-    return [_score_at(model, batches, tau, model.cfg.ponder.tau if tau is None else tau,
-                      jacobi, progress) for tau in checked]
+    methods = [configured(model, tau) for tau in taus]
+    return [_score(model, batches, tau, method, jacobi, progress)
+            for tau, method in zip(taus, methods)]
 
 
-def _score_at(model, batches, tau, hard_tau, jacobi, progress) -> dict:
-    cfg, method = model.cfg, model.method
-    shape = DecoderShape.of(cfg.model)
+def _score(model, batches, tau, method, jacobi, progress) -> dict:
+    """One row: `method` (configured at the row's tau) scored over batches."""
+    shape = DecoderShape.of(model.cfg.model)
     device = next(model.parameters()).device
     nll = tokens = flops = vanilla = positions = 0.0
     kept = []
     for batch in batches:
         tokens_b, labels, mask = (batch[k].to(device) for k in ("tokens", "labels", "loss_mask"))
-        score = score_hard_at(model, tokens_b, labels, mask, hard_tau, jacobi)
+        score = score_hard(model, tokens_b, labels, mask, jacobi=jacobi, method=method)
         nll += score.nll_sum
         tokens += score.num_tokens
         kept_b = None if score.kept_steps is None else score.kept_steps.cpu()
         # Means per token over every position of every batch.
         n, length = tokens_b.numel(), tokens_b.shape[1]
-        flops += n * method.inference_flops_per_token(shape, cfg.ponder.k, length, kept_b)
-        vanilla += n * VANILLA.inference_flops_per_token(shape, 0, length)
+        flops += n * method.inference_flops_per_token(shape, length, kept_b)
+        vanilla += n * VANILLA.inference_flops_per_token(shape, length)
         positions += n
         if kept_b is not None:
             kept.append(kept_b.flatten())
@@ -53,8 +53,9 @@ def _score_at(model, batches, tau, hard_tau, jacobi, progress) -> dict:
             progress.update(1)
     loss = nll / max(tokens, 1)
     return {
-        "tau": tau, "loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens),
-        "executed_steps": method.executed_steps(cfg.ponder.k, torch.cat(kept) if kept else None),
+        "tau": None if tau is None else method.tau, "loss": loss,
+        "ppl": math.exp(min(loss, 50.0)), "tokens": int(tokens),
+        "executed_steps": method.executed_steps(torch.cat(kept) if kept else None),
         "flops_per_token": flops / positions, "flops_vs_vanilla": flops / vanilla,
     }
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from megatron_ponder.config import ConfigError
-from megatron_ponder.ponder.output import PonderOutput
+from megatron_ponder.ponder import PonderOutput
 
 
 @dataclass
@@ -44,40 +44,36 @@ def _eval_mode(model):
         model.train(was_training)
 
 
-def resolve_tau(model, tau: float | None) -> float:
-    """The caller's tau, checked, or the config's (checked with the config)."""
-    return model.cfg.ponder.tau if tau is None else check_tau(tau)
+def configured(model, tau: float | None = None, method=None):
+    """The model's method at the tau of this call: `method` when the caller has configured one
+    already (its tau checked where it entered), else the model's with `tau` checked here, once,
+    else the model's own (the config's tau, checked with the config)."""
+    if method is not None:
+        return method
+    return model.method if tau is None else model.method.with_tau(check_tau(tau))
 
 
 def hard_forward(model, tokens: torch.Tensor, tau: float | None = None,
-                 jacobi: int | None = None) -> PonderOutput:
+                 jacobi: int | None = None, method=None) -> PonderOutput:
     """tokens [B, L] -> the hard-pruned PonderOutput (logits [L, B, V_local]); eval mode,
-    no autograd, J = ponder.jacobi_eval unless given. Methods without a router run their
-    ordinary eval forward."""
-    return hard_forward_at(model, tokens, resolve_tau(model, tau), jacobi)
-
-
-def hard_forward_at(model, tokens, tau: float, jacobi: int | None = None) -> PonderOutput:
-    """hard_forward at a tau the caller has already checked."""
-    with _eval_mode(model):  # methods without a router ignore hard_tau
-        return model(tokens, jacobi=jacobi, hard_tau=tau)
+    no autograd, J = ponder.jacobi_eval unless given. tau / method: see `configured`.
+    Methods without a router run their ordinary eval forward."""
+    method = configured(model, tau, method)
+    with _eval_mode(model):  # methods without a router ignore tau
+        return model(tokens, jacobi=jacobi, tau=method.tau)
 
 
 def score_hard(model, tokens: torch.Tensor, labels: torch.Tensor,
                loss_mask: torch.Tensor | None = None, tau: float | None = None,
-               jacobi: int | None = None) -> HardScore:
-    """Sum of next-token NLL over loss_mask (labels [B, L]) under the hard rule."""
-    return score_hard_at(model, tokens, labels, loss_mask, resolve_tau(model, tau), jacobi)
-
-
-def score_hard_at(model, tokens, labels, loss_mask, tau: float,
-                  jacobi: int | None = None) -> HardScore:
-    """score_hard at a tau the caller has already checked."""
+               jacobi: int | None = None, method=None) -> HardScore:
+    """Sum of next-token NLL over loss_mask (labels [B, L]) under the hard rule; tau /
+    method: see `configured`."""
+    method = configured(model, tau, method)
     if loss_mask is None:
         loss_mask = torch.ones_like(labels, dtype=torch.float32)
-    output = hard_forward_at(model, tokens, tau, jacobi)
+    output = hard_forward(model, tokens, jacobi=jacobi, method=method)
     with torch.no_grad():
         nll = model.decoder.cross_entropy(output.logits, labels)
         mask = loss_mask.to(nll.dtype)
         nll_sum = (nll * mask).sum().item()
-    return HardScore(nll_sum, int(loss_mask.sum().item()), output.kept_steps(tau))
+    return HardScore(nll_sum, int(loss_mask.sum().item()), output.kept_steps(method.tau))

@@ -148,7 +148,7 @@ def final_norm_bytes(w: Widths, slots: int, output_kept: bool) -> float:
 
 
 def router_bytes(w: Widths, tokens: int, final: bool) -> float:
-    """PonderLM-3's router after a pass (ponder/router.py, ponder/latent.py), per token: its
+    """PonderLM-3's router after a pass (ponder/router.py, ponder/latent_thoughts.py), per token: its
     input h^(0) (the final norm's output after a one-slot pass, else a contiguous fp32 copy
     of the strided slot), log_softmax's output (K+1 fp32); where log w feeds the next pass,
     logcumsumexp's input and output, the cat, and cummin's int64 indices; after the final pass

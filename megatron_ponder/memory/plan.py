@@ -35,7 +35,7 @@ import torch
 from megatron_ponder.config import Config
 from megatron_ponder.memory import activations as act
 from megatron_ponder.memory.states import state_bytes, stage_params
-from megatron_ponder.ponder.registry import build_program, get_method
+from megatron_ponder.ponder import get_method, method_class
 from megatron_ponder.training.precision import uses_bf16
 
 GB = 1e9
@@ -89,18 +89,17 @@ def widths(cfg: Config, cuda: bool) -> act.Widths:
         hidden=m.hidden_size, heads=m.num_attention_heads // tp, groups=m.kv_heads // tp,
         head_dim=m.head_size, ffn=m.ffn_size // tp,
         vocab=m.vocab_size // tp, layers=m.num_layers // par.pipeline_model_parallel_size,
-        k=p.k, tp=tp, sequence_parallel=par.sequence_parallel,
+        k=get_method(p).k, tp=tp, sequence_parallel=par.sequence_parallel,
         compute_bytes=2 if uses_bf16(cfg, cuda) else 4, device="cuda" if cuda else "cpu",
         backend=p.attention_backend, qk_norm=m.qk_norm)
 
 
 def program_for(cfg: Config, micro_batch: int, jacobi: int | None = None):
     """The method's pass program for one micro-batch (shapes only: no backbone, meta tokens)."""
-    p = cfg.ponder
+    method = get_method(cfg.ponder)
     tokens = torch.empty((micro_batch, cfg.data.seq_length), dtype=torch.long, device="meta")
-    return build_program(p.method, None, tokens, k=p.k,
-                         jacobi=max(p.jacobi_train) if jacobi is None else jacobi,
-                         latent_init=p.latent_init, grad_passes=p.grad_passes)
+    return method.program(None, tokens,
+                          jacobi=max(method.jacobi_train) if jacobi is None else jacobi)
 
 
 def _stack_bytes(w: act.Widths, slots: int, positions: int, key_bias: bool) -> float:
@@ -116,7 +115,7 @@ def stage_plan(cfg: Config, w: act.Widths, micro_batch: int, stage: int, stages:
     first, last = stage == 0, stage == stages - 1
     length = cfg.data.seq_length
     tokens = micro_batch * length
-    router = get_method(cfg.ponder.method).uses_router
+    router = method_class(cfg.ponder.method).uses_router
     kept = largest = region = layer = wire = last_pass = 0.0
     for p, n in enumerate(program.passes):
         if p < program.first_pass_with_grad:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from megatron_ponder.config import Config
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder.registry import method_class
 
 FP32 = 4
 ADAM_STATES = 2  # exp_avg, exp_avg_sq
@@ -47,7 +47,7 @@ def stage_params(cfg: Config, stage: int) -> StageParams:
     model.qk_norm, replicated); the first stage adds the embedding (v h, this rank's
     vocabulary rows) and Pause's vector, the last the final norm, the LM head (v h) and PonderLM-3's router."""
     m, p, par = cfg.model, cfg.ponder, cfg.parallel
-    method = get_method(p.method)
+    method = method_class(p.method)
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     h, d = m.hidden_size, m.head_size
     n, g, f, v = m.num_attention_heads // tp, m.kv_heads // tp, m.ffn_size // tp, m.vocab_size // tp

@@ -31,7 +31,7 @@ from megatron_ponder.config import Config
 from megatron_ponder.model.recompute import recomputed, should_recompute
 from megatron_ponder.model.rope import RotaryTable
 from megatron_ponder.model.spec import final_norm_module, ponder_layer_spec
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder import get_method
 from megatron_ponder.ponder.router import Router
 
 
@@ -39,7 +39,7 @@ class PonderDecoder(MegatronModule):
     def __init__(self, cfg: Config, config: TransformerConfig, fused_kernels: bool = False):
         super().__init__(config=config)
         m, p = cfg.model, cfg.ponder
-        method = get_method(p.method)
+        method = get_method(p)
         self.tp_group = parallel_state.get_tensor_model_parallel_group()
         self.is_first_stage = parallel_state.is_pipeline_first_stage(ignore_virtual=True)
         self.is_last_stage = parallel_state.is_pipeline_last_stage(ignore_virtual=True)
@@ -81,7 +81,7 @@ class PonderDecoder(MegatronModule):
                 bias=False, gather_output=False, tp_group=self.tp_group,
             )
             if method.uses_router:
-                self.router = Router(m.hidden_size, p.k, p.router)
+                self.router = Router(m.hidden_size, method.k, p.router)
         self.rotary = RotaryTable(m)
 
     # ----------------------------------------------------------------- Backbone protocol

@@ -9,11 +9,7 @@ from megatron_ponder.config import Config, check_sequence_length
 from megatron_ponder.model.decoder import PonderDecoder
 from megatron_ponder.model.init import initialize_parameters
 from megatron_ponder.model.transformer_config import to_transformer_config
-from megatron_ponder.ponder import (
-    PassProgram, PonderOutput, jacobi_iterations, ponder_loss, run_locally,
-)
-from megatron_ponder.ponder.loss import ponder_statistics
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder import PassProgram, PonderOutput, get_method, run_locally
 
 
 class PonderLM(MegatronModule):
@@ -22,7 +18,7 @@ class PonderLM(MegatronModule):
         config = to_transformer_config(cfg, params_dtype, fused_kernels)
         super().__init__(config=config)
         self.cfg = cfg
-        self.method = get_method(cfg.ponder.method)
+        self.method = get_method(cfg.ponder)  # configured: K, J, tau, ...
         self.decoder = PonderDecoder(cfg, config, fused_kernels)
         initialize_parameters(self, cfg)
 
@@ -44,36 +40,30 @@ class PonderLM(MegatronModule):
         return self.decoder.is_last_stage
 
     def jacobi_for_step(self, step: int) -> int:
-        p = self.cfg.ponder
-        return jacobi_iterations(self.cfg.seed, step, p.jacobi_train) if self.training else p.jacobi_eval
+        if self.training:
+            return self.method.jacobi_for_step(self.cfg.seed, step)
+        return self.method.jacobi_eval
 
     def program(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None,
-                hard_tau: float | None = None, backbone=None) -> PassProgram:
+                tau: float | None = None, backbone=None) -> PassProgram:
         """The method's pass program on tokens [B, L]. J comes from (seed, step) in training
-        and from ponder.jacobi_eval in eval, unless given. hard_tau: run PonderLM-3's hard
-        pruning rule (inference) instead of the soft mask. backbone: the decoder, or a
-        wrapper of it (prefill records the keys and values of each pass)."""
+        and from ponder.jacobi_eval in eval, unless given. tau: run PonderLM-3's hard
+        pruning rule (inference) at this threshold instead of the soft mask. backbone: the
+        decoder, or a wrapper of it (prefill records the keys and values of each pass)."""
         check_sequence_length(tokens.shape[1], self.cfg.model)
-        p = self.cfg.ponder
         return self.method.program(
-            self.decoder if backbone is None else backbone, tokens, k=p.k,
-            jacobi=self.jacobi_for_step(step) if jacobi is None else jacobi,
-            latent_init=p.latent_init, grad_passes=p.grad_passes, hard_tau=hard_tau,
-        )
+            self.decoder if backbone is None else backbone, tokens,
+            jacobi=self.jacobi_for_step(step) if jacobi is None else jacobi, tau=tau)
 
     def forward(self, tokens: torch.Tensor, step: int = 0, jacobi: int | None = None,
-                hard_tau: float | None = None) -> PonderOutput:
+                tau: float | None = None) -> PonderOutput:
         """tokens [B, L] -> PonderOutput (logits [L, B, V_local]), whole stack in this process
         (pipeline parallelism runs `program` through megatron_ponder.parallel.pipeline)."""
-        return run_locally(self.program(tokens, step, jacobi, hard_tau))
+        return run_locally(self.program(tokens, step, jacobi, tau))
 
     def loss(self, output: PonderOutput, labels: torch.Tensor, loss_mask=None):
-        p = self.cfg.ponder
-        return ponder_loss(self.decoder, output, labels, loss_mask, p.compute_penalty,
-                           (p.decisive_weight, p.decisive_threshold, p.tau))
+        return self.method.loss(self.decoder, output, labels, loss_mask)
 
     def statistics(self, output: PonderOutput, loss_mask=None) -> dict[str, float]:
         """Pondering statistics over the positions loss_mask counts (those of the penalty)."""
-        if output.log_w is None:
-            return {}
-        return ponder_statistics(output.log_s, output.log_w, self.cfg.ponder.tau, loss_mask)
+        return self.method.statistics(output, loss_mask)

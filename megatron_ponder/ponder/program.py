@@ -7,6 +7,10 @@ after pass p the last stage turns the stack's output into the next carry or, aft
 pass, into the PonderOutput. Between those ends only the stack runs. In one process the carry
 is simply handed over (`run_locally`); with pipeline parallelism it travels from the last
 stage back to the first (megatron_ponder/parallel/pipeline.py).
+
+The slot layout every program shares (method.md section 2): slot (t, k) of token t sits at
+index t * n + k for n slots per token; k = 0 is the token slot. Every slot of token t has
+RoPE position t, so pruning a slot never shifts a position.
 """
 
 from __future__ import annotations
@@ -16,10 +20,55 @@ from dataclasses import dataclass
 import torch
 
 from megatron_ponder.ponder.backbone import Backbone
-from megatron_ponder.ponder.output import PonderOutput
-from megatron_ponder.ponder.slots import slot_position_ids
+from megatron_ponder.ponder.router import hard_rule_keeps
 
 Carry = tuple  # tensors the last stage hands to the first stage between passes
+
+
+# ------------------------------------------------------------- slot layout
+
+def interleave(slots: list[torch.Tensor]) -> torch.Tensor:
+    """n tensors [L, B, H] (slot k of every token) -> [n L, B, H] in slot order."""
+    return torch.stack(slots, dim=1).flatten(0, 1)
+
+
+def deinterleave(x: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """[n L, B, H] -> n tensors [L, B, H], inverse of `interleave`."""
+    return list(x.unflatten(0, (x.shape[0] // n, n)).unbind(1))
+
+
+def slot_position_ids(num_tokens: int, n: int, device: torch.device) -> torch.Tensor:
+    """[n L] positions: 0,..,0, 1,..,1, ... (n copies of each token position)."""
+    return torch.arange(num_tokens, device=device).repeat_interleave(n)
+
+
+def slot_key_bias(log_w: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-key attention bias for slots 0..n-1: log_w [L, B, K+1] -> [B, n L].
+
+    Token slots get log w_0 = 0; latent slot (t, k) gets log w_{t,k}.
+    """
+    return log_w[:, :, :n].permute(1, 0, 2).flatten(1)
+
+
+# ------------------------------------------------------------- programs
+
+@dataclass
+class PonderOutput:
+    """What a method's forward returns."""
+
+    logits: torch.Tensor  # [L, B, V_local]
+    # Slots per token of each pass that ran, in order (FLOPs accounting; a Loop or
+    # PonderLM-1 pass over L tokens counts as 1).
+    pass_slots: list[int]
+    # Router outputs of the final pass (ponderlm3 only): [L, B, K+1].
+    log_s: torch.Tensor | None = None
+    log_w: torch.Tensor | None = None
+
+    def kept_steps(self, tau: float) -> torch.Tensor | None:
+        """[B, L] latent steps K_hat_t the hard rule keeps at tau (None without a router)."""
+        if self.log_w is None:
+            return None
+        return hard_rule_keeps(self.log_w, tau).sum(-1).transpose(0, 1)
 
 
 @dataclass

@@ -7,26 +7,34 @@ w_{t,k} = P(steps >= k) = sum_{j >= k} s_{t,j}, computed in log space.
 
 from __future__ import annotations
 
+import enum
 import math
 
 import torch
 from torch import nn
 
 
+class RouterKind(enum.StrEnum):
+    """ponder.router: the router's network (the config checks the setting against these)."""
+
+    LINEAR = "linear"
+    MLP = "mlp"
+
+
 class Router(nn.Module):
     """Linear (or small MLP) map H -> K+1 logits; zero-initialised so s starts uniform."""
 
-    def __init__(self, hidden_size: int, k: int, kind: str = "linear"):
+    def __init__(self, hidden_size: int, k: int, kind: str = RouterKind.LINEAR):
         super().__init__()
-        if kind == "linear":
-            self.net = nn.Linear(hidden_size, k + 1)
-        elif kind == "mlp":
+        # The config has checked the setting: a kind outside RouterKind is a programming
+        # error, and RouterKind's own ValueError says so.
+        if RouterKind(kind) is RouterKind.LINEAR:
+            self.net = last = nn.Linear(hidden_size, k + 1)
+        else:
             self.net = nn.Sequential(
                 nn.Linear(hidden_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, k + 1)
             )
-        else:
-            raise ValueError(f"ponder.router={kind!r} is invalid: valid values: linear, mlp")
-        last = self.net if kind == "linear" else self.net[-1]
+            last = self.net[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 

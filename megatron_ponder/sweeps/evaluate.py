@@ -21,7 +21,7 @@ from megatron_ponder.sweeps.spec import RunSpec, Sweep, SweepError
 def run_training_flops(model, cfg: Config) -> float:
     """FLOPs of every training step the run took: J of step s is drawn from (seed, s) as
     in training, and the passes a J implies are read off the model on a 2-token input."""
-    p, t, method = cfg.ponder, cfg.train, model.method
+    t, method = cfg.train, model.method
     shape = DecoderShape.of(cfg.model)
     passes_for_jacobi: dict[int, list[int]] = {}
     total = 0.0
@@ -34,7 +34,7 @@ def run_training_flops(model, cfg: Config) -> float:
             if jacobi not in passes_for_jacobi:
                 passes_for_jacobi[jacobi] = model(probe, step=step).pass_slots
             total += t.global_batch_size * method.training_flops(
-                shape, p.k, passes_for_jacobi[jacobi], cfg.data.seq_length, p.grad_passes)
+                shape, passes_for_jacobi[jacobi], cfg.data.seq_length)
     model.train(was_training)
     return float(total)
 
@@ -117,9 +117,9 @@ def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
                                   sweep.run_dir(run) / "eval_data_cache")
     soft = evaluate(model, batches, torch.device("cpu"), contextlib.nullcontext)
     shape = DecoderShape.of(cfg.model)
-    vanilla = VANILLA.inference_flops_per_token(shape, 0, cfg.data.seq_length)
+    vanilla = VANILLA.inference_flops_per_token(shape, cfg.data.seq_length)
     method = model.method
-    expected = soft["expected_steps"] if method.uses_router else method.executed_steps(cfg.ponder.k)
+    expected = soft["expected_steps"] if method.uses_router else method.executed_steps()
     with torch.no_grad():
         inference = score_at_taus(model, batches, e.taus if method.uses_router else [None])
         for entry in inference:

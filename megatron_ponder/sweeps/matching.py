@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder.registry import method_class
 
 
 def run_curve(record: dict) -> list[tuple[float, float]]:
@@ -61,7 +61,7 @@ def _config_name(record: dict) -> str:
 
 def _fixed_latent_thoughts(method: str) -> bool:
     """PonderLM-2: the latent thoughts of the router methods, every step kept."""
-    m = get_method(method)
+    m = method_class(method)
     return m.uses_jacobi and not m.uses_router
 
 
@@ -72,7 +72,7 @@ def _mean_spread(values: list[float]) -> tuple[float, float]:
 def vanilla_curve(records: list[dict]) -> list[tuple[float, float]]:
     by_size: dict[str, list[dict]] = {}
     for r in records:
-        if get_method(r["point"]["method"]).plain and not r["point"].get("variant"):
+        if method_class(r["point"]["method"]).plain and not r["point"].get("variant"):
             by_size.setdefault(r["point"]["size"], []).append(r)
     return sorted((group[0]["inference"][0]["flops_per_token"],
                    float(np.mean([r["inference"][0]["ppl"] for r in group])))
@@ -94,7 +94,7 @@ def matches(records: list[dict]) -> list[Match]:
         target_flops = pl2[0]["inference"][0]["flops_per_token"]
         reach_vanilla = flops_to_reach(vanilla, target)
         for (size3, method3, _, name), pl3 in sorted(groups.items()):
-            if not get_method(method3).uses_router or size3 != size:
+            if not method_class(method3).uses_router or size3 != size:
                 continue
             reached = [flops_to_reach(run_curve(r), target) for r in sorted(
                 pl3, key=lambda r: r["point"]["seed"])]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder.registry import method_class
 from megatron_ponder.sweeps.records import RecordError
 
 
@@ -39,7 +39,7 @@ class Point:
     @property
     def label(self) -> str:
         tau = "" if self.tau is None else f" tau {self.tau:g}"
-        lam = f" lambda {self.lam:g}" if get_method(self.method).uses_router else ""
+        lam = f" lambda {self.lam:g}" if method_class(self.method).uses_router else ""
         return f"{self.size} {self.method} K{self.k}{lam}{self._variant_text}{tau}"
 
     @property
@@ -50,10 +50,10 @@ class Point:
     def series(self) -> str:
         """One curve per series: a method with a router, over tau at one size, K, lambda and
         variant; a fixed-step method over K at one size (vanilla: over its sizes)."""
-        method = get_method(self.method)
+        method = method_class(self.method)
         if method.uses_router:
             return f"{self.size} {self.method} K{self.k} lambda {self.lam:g}{self._variant_text}"
-        if not method.latent_steps(self.k):
+        if not method(k=self.k).latent_steps:
             return self.method + self._variant_text
         return f"{self.size} {self.method}{self._variant_text}"
 
@@ -180,7 +180,7 @@ def fit_scaling_law(records: list[dict], x_name: str = "non_embedding_parameters
                                 bounds=([0.0, 0.0, 0.0], [np.inf, np.inf, 5.0]), maxfev=20000)
         stderr = tuple(float(s) for s in np.sqrt(np.clip(np.diag(cov), 0, None)))
         residuals = loss - saturating_power_law(x / scale, *params)
-        steps = get_method(method).latent_steps(k)
+        steps = method_class(method)(k=k).latent_steps
         name = f"{method} K{k} lambda {lam:g}" if steps else method
         name += f" {variant}" if variant else ""
         fits.append(Fit(name, x_name, scale, *(float(p) for p in params), stderr,

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from megatron_ponder.ponder.registry import get_method  # noqa: E402
+from megatron_ponder.ponder.registry import method_class  # noqa: E402
 from megatron_ponder.sweeps.pareto import Fit, Point, pareto_frontier  # noqa: E402
 
 
@@ -39,10 +39,10 @@ def plot_pareto(points: list[Point], out_dir: Path, title: str) -> list[Path]:
         x = [p.flops_per_token for p in members]
         ax.errorbar(x, [p.ppl for p in members], yerr=[p.ppl_spread for p in members],
                     marker="o", markersize=4, capsize=2, linewidth=1, label=name)
-        method = get_method(members[0].method)
+        method = method_class(members[0].method)
         if not method.uses_router:  # points of a fixed-step series differ in K or in size
             for p in members:
-                tag = f"K{p.k}" if method.latent_steps(p.k) else p.size
+                tag = f"K{p.k}" if method(k=p.k).latent_steps else p.size
                 ax.annotate(tag, (p.flops_per_token, p.ppl), textcoords="offset points",
                             xytext=(4, 4), fontsize=7)
     frontier = pareto_frontier(points)

@@ -174,7 +174,7 @@ def upgrade_schema_1(record: dict) -> dict:
     times it (up to float32 rounding of each micro-batch's sum, ~1e-7 nats). Without a
     router (or at lambda 0) the penalty is 0 and nothing changes.
     """
-    from megatron_ponder.ponder.registry import get_method  # torch: only when upgrading
+    from megatron_ponder.ponder.registry import method_class  # torch: only when upgrading
 
     if record.get("schema") != 1:
         raise RecordError(f"{record.get('run_id')}: schema={record.get('schema')!r}, not 1")
@@ -184,7 +184,7 @@ def upgrade_schema_1(record: dict) -> dict:
         raise RecordError(f"{record['run_id']}: inference[].expected_steps differ; schema 1 "
                           "wrote one soft-forward value into every entry")
     ponder = record["config"]["ponder"]
-    routed = get_method(ponder["method"]).uses_router
+    routed = method_class(ponder["method"]).uses_router
     penalty = ponder["compute_penalty"] * expected[0] if routed else 0.0
     loss = record["validation"]["loss"] - penalty
     upgraded["validation"] = {"loss": loss, "ppl": math.exp(loss), "penalty": penalty,

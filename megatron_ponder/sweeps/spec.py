@@ -34,7 +34,7 @@ from typing import Any
 from megatron_ponder.config import (
     Config, ConfigError, config_from_dict, merge_recipes, read_recipe, read_yaml_mapping,
 )
-from megatron_ponder.ponder.registry import METHODS, get_method, names_where
+from megatron_ponder.ponder.registry import METHODS, method_class, names_where
 
 TOP_KEYS = ("name", "output_dir", "prepare", "base", "sizes", "variants", "seeds", "grid",
             "eval")
@@ -199,7 +199,7 @@ def _grid_points(path: Path, grid: Any, sizes: dict, seeds: list[int],
         for combo in itertools.product(*(values[key] for key in GRID_KEYS), seeds):
             point = dict(zip(GRID_KEYS + ("seed",), combo))
             point["lambda"] = float(point["lambda"])
-            if point["lambda"] and not get_method(point["method"]).uses_router:
+            if point["lambda"] and not method_class(point["method"]).uses_router:
                 routed = ", ".join(names_where(lambda m: m.uses_router))
                 _fail(path, f"{where}.lambda", f"={point['lambda']!r} applies to methods with a "
                       f"router only ({routed}; method {point['method']!r} has none)")

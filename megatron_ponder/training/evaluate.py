@@ -33,13 +33,13 @@ def score_batch(model, output, batch: dict, parts: dict | None = None) -> dict[s
         _, parts = model.loss(output, batch["labels"], batch["loss_mask"])
     n = batch["loss_mask"].sum().item()
     length = batch["tokens"].shape[1]
-    kept = output.kept_steps(cfg.ponder.tau)
+    kept = output.kept_steps(model.method.tau)
     kept = kept.cpu() if kept is not None else None
     return {"loss_sum": parts["lm_loss"].item() * n,
             "penalty_sum": float(parts.get("penalty", 0.0)) * n, "tokens": n,
             "stats": model.statistics(output, batch["loss_mask"]),
-            "flops": model.method.inference_flops_per_token(shape, cfg.ponder.k, length, kept),
-            "vanilla_flops": VANILLA.inference_flops_per_token(shape, 0, length)}
+            "flops": model.method.inference_flops_per_token(shape, length, kept),
+            "vanilla_flops": VANILLA.inference_flops_per_token(shape, length)}
 
 
 def _summarize(scores: list[dict]) -> dict[str, float]:

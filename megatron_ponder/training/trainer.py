@@ -257,8 +257,7 @@ class Trainer:
                 pass_slots.append(out.pass_slots)
                 stats = self.model.statistics(out, batch["loss_mask"])
         flops = sum(batch["tokens"].shape[0] * self.model.method.training_flops(
-            self.shape, self.cfg.ponder.k, slots, batch["tokens"].shape[1],
-            self.cfg.ponder.grad_passes)
+            self.shape, slots, batch["tokens"].shape[1])
             for batch, slots in zip(batches, pass_slots))
         if self.cfg.parallel.sequence_parallel or (
                 self.cfg.model.qk_norm and self.cfg.parallel.tensor_model_parallel_size > 1):

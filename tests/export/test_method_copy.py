@@ -16,7 +16,7 @@ from megatron_ponder.export.hf_weights import to_hf
 from megatron_ponder.inference.decoding import SlotDecoder
 from megatron_ponder.inference.kv_cache import SlotKVCache
 from megatron_ponder.inference.scoring import hard_forward
-from megatron_ponder.ponder.registry import METHODS, get_method, names_where
+from megatron_ponder.ponder.registry import METHODS, method_class, names_where
 
 DECODABLE = names_where(lambda m: m.decodes_with_slot_cache)
 TOL = 1e-4  # fp32 max abs on logits (the export's bound): two implementations, other kernels
@@ -33,10 +33,10 @@ def test_the_file_imports_nothing_of_the_package():
 def test_the_copy_holds_the_slot_cache_methods_with_the_registry_facts():
     assert sorted(hf.METHODS) == sorted(DECODABLE) and len(DECODABLE) < len(METHODS)
     for name, copy in hf.METHODS.items():
-        m = get_method(name)
+        m = method_class(name)
         assert (copy.uses_router, copy.uses_pause, copy.uses_jacobi, copy.plain) == (
             m.uses_router, m.uses_pause, m.uses_jacobi, m.plain), name
-        assert [copy.latent_steps(k) for k in range(5)] == [m.latent_steps(k) for k in range(5)]
+        assert [copy.latent_steps(k) for k in range(5)] == [m(k=k).latent_steps for k in range(5)]
 
 
 def hf_twin_config(cfg):
@@ -51,7 +51,7 @@ def hf_twin_config(cfg):
         rope_original_max_positions=m.rope_original_max_positions, rope_beta_fast=m.rope_beta_fast,
         rope_beta_slow=m.rope_beta_slow, rope_attention_factor=m.rope_attention_factor,
         # to_hf folds the embedding scale into a plain method's weights (a stock Llama).
-        embedding_scale=1.0 if get_method(p.method).plain else None,
+        embedding_scale=1.0 if method_class(p.method).plain else None,
         ponder_method=p.method, ponder_k=p.k, ponder_tau=TAU, ponder_jacobi=p.jacobi_eval,
         ponder_latent_init=p.latent_init, ponder_router=p.router)
 
@@ -92,7 +92,7 @@ def test_the_copy_computes_the_package_rope_frequencies():
 def test_each_method_behaves_in_the_copy_as_in_the_package(build, name, model):
     cfg = tiny_config(name, k=2, **MODERN.get(model, {}))
     model = build(cfg).eval()
-    if get_method(name).uses_router:
+    if method_class(name).uses_router:
         randomise_router(model, scale=0.5, bias=[0.0, 0.0, -1.5])
     twin = hf_twin(model, cfg)
     tokens = random_tokens(cfg.model.vocab_size, batch=2, length=8)
@@ -112,5 +112,5 @@ def test_each_method_behaves_in_the_copy_as_in_the_package(build, name, model):
         steps.append(kept.tolist())
     assert [row[prompt:] for row in hf_cache.steps] == [list(s) for s in zip(*steps)]
     assert cache.lengths.tolist() == hf_cache.lengths.tolist()
-    if get_method(name).uses_router:
+    if method_class(name).uses_router:
         assert len({s for row in steps for s in row}) >= 2, steps  # the router really decided

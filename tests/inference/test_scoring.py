@@ -10,7 +10,6 @@ from routers import copy_shared_weights, force_router, random_tokens, randomise_
 from megatron_ponder.config import ConfigError
 from megatron_ponder.inference.scoring import hard_forward, score_hard
 from megatron_ponder.ponder.flops import DecoderShape
-from megatron_ponder.ponder.registry import get_method
 
 TOL = 2e-5  # float32 max abs on logits of magnitude ~3: reductions in another order
 
@@ -33,8 +32,8 @@ def test_router_one_hot_zero_scores_like_vanilla(build, backend):
     assert score.num_tokens == base.num_tokens == tokens.numel()
     assert abs(score.nll_sum - base.nll_sum) < 1e-4 * base.nll_sum
     shape = DecoderShape.of(cfg.model)
-    flops = get_method("ponderlm3").inference_flops_per_token(shape, 3, tokens.shape[1], score.kept_steps)
-    vanilla_flops = get_method("vanilla").inference_flops_per_token(shape, 0, tokens.shape[1])
+    flops = ponder.method.inference_flops_per_token(shape, tokens.shape[1], score.kept_steps)
+    vanilla_flops = vanilla.method.inference_flops_per_token(shape, tokens.shape[1])
     router_flops = 2 * cfg.model.hidden_size * 4
     assert flops == pytest.approx(vanilla_flops + router_flops, rel=1e-12)
 
@@ -122,8 +121,7 @@ def test_tau_is_checked_once_at_each_entry_point(build, monkeypatch):
         return real(tau)
 
     real = scoring.check_tau
-    monkeypatch.setattr(scoring, "check_tau", counting)
-    monkeypatch.setattr(ppl_sweep, "check_tau", counting)
+    monkeypatch.setattr(scoring, "check_tau", counting)  # the one place a caller's tau is checked
     cfg = tiny_config("ponderlm3", k=2)
     model = build(cfg)
     tokens = random_tokens(cfg.model.vocab_size, length=4)

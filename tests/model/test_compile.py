@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 
 from factories import tiny_config
 from megatron_ponder.model.compile import compile_layers
-from megatron_ponder.ponder.registry import METHODS, get_method
+from megatron_ponder.ponder.registry import METHODS, method_class
 
 STEPS = 10
 # float32; inductor fuses and reorders the elementwise work of a layer. Measured on this
@@ -41,7 +41,7 @@ def test_compiled_layers_train_like_eager_every_method_without_recompiling(build
     cfg = tiny_config("ponderlm3", k=2)
     assert len(set(cfg.ponder.jacobi_train)) > 1  # the 10 steps draw both Jacobi counts
     # The router method first (its draws are checked above), then every other method.
-    for method in sorted(METHODS, key=lambda name: not get_method(name).uses_router):
+    for method in sorted(METHODS, key=lambda name: not method_class(name).uses_router):
         check_against_eager(build, tiny_config(method, k=2), method, graphs=2)
     # Activation recomputation: a recomputed layer's forward (checkpoint inside) is its own
     # compiled function, two more graphs (measured); recomputing the passes re-runs the

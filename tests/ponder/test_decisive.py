@@ -1,12 +1,14 @@
-"""The decisive-router term (ponder/decisive.py): the gradient property it was chosen for."""
+"""The decisive-router term (ponder/loss.py): the gradient property it was chosen for."""
 
 import math
 
 import torch
 
-from megatron_ponder.ponder.decisive import MARGIN_NATS, decisive_per_token
-from megatron_ponder.ponder.loss import expected_steps_per_token, ponder_loss
-from megatron_ponder.ponder.output import PonderOutput
+from megatron_ponder.ponder.loss import (
+    MARGIN_NATS, decisive_per_token, expected_steps_per_token, ponder_loss,
+)
+from megatron_ponder.ponder.program import PonderOutput
+from megatron_ponder.ponder.registry import method_class
 from megatron_ponder.ponder.router import log_tail_probs
 
 TAU, THRESHOLD, MU = 1e-4, 0.05, 0.01
@@ -96,8 +98,10 @@ def test_ponder_loss_adds_the_term_to_the_objective_and_reports_it_apart():
 
     output = PonderOutput(logits, [1], log_s, log_w)
     plain, parts0 = ponder_loss(Head, output, labels, mask)
-    both, parts = ponder_loss(Head, output, labels, mask, 0.02, (MU, THRESHOLD, TAU))
-    off, parts_off = ponder_loss(Head, output, labels, mask, 0.0, (0.0, THRESHOLD, TAU))
+    both, parts = ponder_loss(Head, output, labels, mask, compute_penalty=0.02,
+                              decisive_weight=MU, decisive_threshold=THRESHOLD, tau=TAU)
+    off, parts_off = ponder_loss(Head, output, labels, mask, decisive_weight=0.0,
+                                 decisive_threshold=THRESHOLD, tau=TAU)
     n = mask.sum()
     want = (0.02 * (expected_steps_per_token(log_w) * mask).sum() / n
             + MU * (decisive_per_token(log_w, TAU, THRESHOLD) * mask).sum() / n)
@@ -106,6 +110,11 @@ def test_ponder_loss_adds_the_term_to_the_objective_and_reports_it_apart():
     assert torch.allclose(parts["penalty"], want, rtol=1e-6)
     assert torch.equal(parts["lm_loss"], parts0["lm_loss"])
     assert "penalty" not in parts0 and "penalty" not in parts_off and torch.equal(off, plain)
+    # The configured method hands its own settings to the loss, each under its name.
+    method = method_class("ponderlm3")(k=log_w.shape[-1] - 1, compute_penalty=0.02,
+                                       decisive_weight=MU, decisive_threshold=THRESHOLD, tau=TAU)
+    configured, configured_parts = method.loss(Head, output, labels, mask)
+    assert torch.equal(configured, both) and torch.equal(configured_parts["penalty"], parts["penalty"])
 
 
 def test_off_by_default():

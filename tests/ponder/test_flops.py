@@ -13,7 +13,7 @@ import torch
 
 from factories import tiny_config
 from megatron_ponder.ponder.flops import DecoderShape
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder.registry import method_class
 
 TINY = dict(vocab_size=10, hidden_size=8, num_layers=1, ffn_hidden_size=16,
             num_attention_heads=2, num_query_groups=1)
@@ -104,21 +104,26 @@ FORWARD = {
 }
 
 
+def configured(name, **settings):
+    """The method at K with these settings (config.PonderConfig's defaults otherwise)."""
+    return method_class(name)(k=K, **settings)
+
+
 @pytest.mark.parametrize("method", list(SCHEDULES))
 def test_forward_and_training_flops(method):
     assert FORWARD == {"vanilla": 4272, "pause": 12720, "loop": 11856, "ponderlm1": 13776,
                        "ponderlm2": 48864, "ponderlm3": 49584}
-    m, schedule = get_method(method), SCHEDULES[method]
-    fwd = m.forward_flops(SHAPE, K, schedule, L)
+    m, schedule = configured(method), SCHEDULES[method]
+    fwd = m.forward_flops(SHAPE, schedule, L)
     assert fwd == FORWARD[method]
-    assert m.training_flops(SHAPE, K, schedule, L) == 3 * fwd  # backward = 2x
-    assert m.training_flops(SHAPE, K, schedule, L, grad_passes=len(schedule)) == 3 * fwd
+    assert m.training_flops(SHAPE, schedule, L) == 3 * fwd  # backward = 2x
+    assert configured(method, grad_passes=len(schedule)).training_flops(SHAPE, schedule, L) == 3 * fwd
 
 
 def test_training_flops_with_truncated_gradients():
     # grad_passes 2: passes [1, 2, 3] run without autograd (forward only), [3, 3] keep it.
     def truncated(method, grad_passes):
-        return get_method(method).training_flops(SHAPE, K, SCHEDULES[method], L, grad_passes)
+        return configured(method, grad_passes=grad_passes).training_flops(SHAPE, SCHEDULES[method], L)
 
     assert truncated("ponderlm2", 2) == 3 * 48864 - 2 * (P1 + P2 + P3) == 98784
     # PonderLM-3: the router of those three passes runs without autograd too.
@@ -147,7 +152,7 @@ INFERENCE = {
 def test_inference_flops_per_token(method):
     assert INFERENCE == {"vanilla": 1424, "ponderlm2": 4240, "pause": 4240, "loop": 3952,
                          "ponderlm1": 4592}
-    assert get_method(method).inference_flops_per_token(SHAPE, K, L) == INFERENCE[method]
+    assert configured(method).inference_flops_per_token(SHAPE, L) == INFERENCE[method]
 
 
 def test_ponderlm3_inference_counts_the_kept_slots():
@@ -156,24 +161,24 @@ def test_ponderlm3_inference_counts_the_kept_slots():
     per_token = [3 * 1200 + 32 * 6, 1 * 1200 + 32 * 4, 2 * 1200 + 32 * 11]
     expected = sum(per_token) / 3 + 160 + ROUTER
     assert expected == 2832
-    assert get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L, kept) == expected
+    assert configured("ponderlm3").inference_flops_per_token(SHAPE, L, kept) == expected
     # A batch is the mean over its rows (each row its own cache).
     both = torch.tensor([[2, 0, 1], [2, 2, 2]])
-    assert get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L, both) \
+    assert configured("ponderlm3").inference_flops_per_token(SHAPE, L, both) \
         == (2832 + INFERENCE["ponderlm2"] + ROUTER) / 2
 
 
 def test_ponderlm3_bounds_are_ponderlm2_and_vanilla_plus_the_router():
     all_k = torch.full((2, L), K)
     none = torch.zeros(2, L, dtype=torch.long)
-    assert get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L, all_k) \
-        == get_method("ponderlm2").inference_flops_per_token(SHAPE, K, L) + ROUTER == 4288
-    assert get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L, none) \
-        == get_method("vanilla").inference_flops_per_token(SHAPE, K, L) + ROUTER == 1472
+    assert configured("ponderlm3").inference_flops_per_token(SHAPE, L, all_k) \
+        == configured("ponderlm2").inference_flops_per_token(SHAPE, L) + ROUTER == 4288
+    assert configured("ponderlm3").inference_flops_per_token(SHAPE, L, none) \
+        == configured("vanilla").inference_flops_per_token(SHAPE, L) + ROUTER == 1472
 
 
 def test_errors():
     with pytest.raises(ValueError, match="kept_steps"):
-        get_method("ponderlm3").inference_flops_per_token(SHAPE, K, L)
+        configured("ponderlm3").inference_flops_per_token(SHAPE, L)
     with pytest.raises(ValueError, match="ponder.method='ponderlm9' is invalid: valid values"):
-        get_method("ponderlm9")
+        method_class("ponderlm9")

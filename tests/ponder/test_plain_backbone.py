@@ -11,7 +11,7 @@ import torch
 
 from plain_backbone import PlainBackbone
 from megatron_ponder.ponder import METHODS, method_forward, ponder_loss
-from megatron_ponder.ponder.registry import get_method
+from megatron_ponder.ponder.registry import method_class
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -29,7 +29,7 @@ def tokens(seed=1):
 
 
 def forward(method, backbone, **options):
-    return method_forward(method, backbone, tokens(), k=K, jacobi=J, **options)
+    return method_forward(method_class(method)(k=K), backbone, tokens(), jacobi=J, **options)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -38,7 +38,7 @@ def test_every_method_runs_its_pass_program(name):
     out = forward(name, backbone)
     assert out.pass_slots == SCHEDULES[name]
     assert out.logits.shape == (L, B, 48) and out.logits.isfinite().all()
-    method = get_method(name)
+    method = method_class(name)
     assert (out.log_w is not None) == method.uses_router
     loss, _ = ponder_loss(backbone, out, tokens(seed=2))
     loss.backward()
@@ -55,20 +55,20 @@ def force_router(backbone, step):
         backbone.router.net.bias[step] = 0.0
 
 
-@pytest.mark.parametrize("hard_tau", [None, 1e-4])
+@pytest.mark.parametrize("tau", [None, 1e-4])
 @torch.no_grad()
-def test_router_one_hot_k_is_ponderlm2_and_one_hot_zero_is_vanilla(hard_tau):
+def test_router_one_hot_k_is_ponderlm2_and_one_hot_zero_is_vanilla(tau):
     backbone = PlainBackbone(k=K).eval()
     force_router(backbone, K)
-    ponder = forward("ponderlm3", backbone, hard_tau=hard_tau).logits
+    ponder = forward("ponderlm3", backbone, tau=tau).logits
     assert (ponder - forward("ponderlm2", backbone).logits).abs().max().item() < TOL
     force_router(backbone, 0)
-    out = forward("ponderlm3", backbone, hard_tau=hard_tau)
+    out = forward("ponderlm3", backbone, tau=tau)
     assert out.pass_slots == SCHEDULES["ponderlm3"]  # the latent passes really ran
     assert (out.logits - forward("vanilla", backbone).logits).abs().max().item() < TOL
     # Not trivially equal: a uniform router moves the logits away from both.
     backbone.router.net.bias.zero_()
-    uniform = forward("ponderlm3", backbone, hard_tau=hard_tau).logits
+    uniform = forward("ponderlm3", backbone, tau=tau).logits
     assert (uniform - ponder).abs().max().item() > 1e-3
 
 
@@ -77,11 +77,11 @@ import sys
 sys.path.insert(0, {str(HERE)!r})
 import torch
 from plain_backbone import PlainBackbone
-from megatron_ponder.ponder import METHODS, method_forward, ponder_loss
+from megatron_ponder.ponder import METHODS, method_class, method_forward, ponder_loss
 backbone = PlainBackbone()
 tokens = torch.randint(0, 48, (2, 5))
 for name in METHODS:
-    out = method_forward(name, backbone, tokens, k=2, jacobi=2)
+    out = method_forward(method_class(name)(k=2), backbone, tokens, jacobi=2)
     ponder_loss(backbone, out, tokens)[0].backward()
 print(len(METHODS), sorted(m for m in sys.modules if m.split(".")[0] == "megatron"))
 """

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from megatron_ponder.ponder.schedule import jacobi_iterations
+from megatron_ponder.ponder.method import jacobi_iterations
 
 
 def draws(seed, steps=200, choices=(2, 3)):
@@ -11,7 +11,7 @@ def draws(seed, steps=200, choices=(2, 3)):
 
 
 def test_same_seed_and_step_same_j_after_restart():
-    code = "from megatron_ponder.ponder.schedule import jacobi_iterations as j; " \
+    code = "from megatron_ponder.ponder.method import jacobi_iterations as j; " \
            "print([j(11, s, [2, 3]) for s in range(200)])"
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert fresh.stdout.strip() == str(draws(11))

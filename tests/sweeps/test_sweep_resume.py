@@ -16,7 +16,7 @@ import pytest
 from sweep_files import LAMBDA, VOCAB, sweep_dict, write_sweep
 
 from megatron_ponder.data.corpus import write_default_corpus
-from megatron_ponder.ponder.schedule import jacobi_iterations
+from megatron_ponder.ponder.method import jacobi_iterations
 from megatron_ponder.sweeps.records import check_record
 from megatron_ponder.sweeps.runner import status, write_recipe
 from megatron_ponder.sweeps.spec import load_sweep

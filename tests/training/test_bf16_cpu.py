@@ -11,7 +11,7 @@ import torch
 from distributed import STRICT_COMMS, run_distributed
 from factories import tiny_config
 from megatron_ponder.config import load_config
-from megatron_ponder.ponder.registry import METHODS, get_method
+from megatron_ponder.ponder.registry import METHODS, method_class
 from megatron_ponder.training.precision import backward_autocast, forward_autocast
 from megatron_ponder.training.trainer import Trainer
 from tiny_runs import read_metrics
@@ -75,7 +75,7 @@ def test_every_method_and_backend_trains_a_bf16_step(method, backend, build):
     assert grads16.dtype == torch.float32 and torch.isfinite(grads16).all()
     assert loss16 == pytest.approx(loss, rel=LOSS_RTOL)
     assert (grads16 - grads).norm() <= GRAD_RTOL * grads.norm(), method
-    if get_method(method).uses_router:  # the router's logits stay fp32 under autocast
+    if method_class(method).uses_router:  # the router's logits stay fp32 under autocast
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model.decoder.route(torch.randn(3, 1, 32).to(torch.bfloat16))
         assert logits.dtype == torch.float32
