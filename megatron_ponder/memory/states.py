@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from megatron_ponder.config import Config
-from megatron_ponder.ponder.registry import method_class
+from megatron_ponder.ponder import RouterKind, get_method
 
 FP32 = 4
 ADAM_STATES = 2  # exp_avg, exp_avg_sq
@@ -47,7 +47,7 @@ def stage_params(cfg: Config, stage: int) -> StageParams:
     model.qk_norm, replicated); the first stage adds the embedding (v h, this rank's
     vocabulary rows) and Pause's vector, the last the final norm, the LM head (v h) and PonderLM-3's router."""
     m, p, par = cfg.model, cfg.ponder, cfg.parallel
-    method = method_class(p.method)
+    method = get_method(p)
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     h, d = m.hidden_size, m.head_size
     n, g, f, v = m.num_attention_heads // tp, m.kv_heads // tp, m.ffn_size // tp, m.vocab_size // tp
@@ -60,13 +60,14 @@ def stage_params(cfg: Config, stage: int) -> StageParams:
     if stage == pp - 1:
         head = v * h + h
         if method.uses_router:  # replicated on every TP rank; biases are vectors
-            router_hidden = h if p.router == "mlp" else 0
-            head += h * router_hidden + (router_hidden or h) * (p.k + 1) + router_hidden + p.k + 1
+            router_hidden = h if RouterKind(p.router) is RouterKind.MLP else 0
+            outputs = method.k + 1
+            head += h * router_hidden + (router_hidden or h) * outputs + router_hidden + outputs
         matrices += v * h
         other += h
         if method.uses_router:
-            matrices += h * router_hidden + (router_hidden or h) * (p.k + 1)
-            other += router_hidden + p.k + 1
+            matrices += h * router_hidden + (router_hidden or h) * outputs
+            other += router_hidden + outputs
     return StageParams(matrices, other, head)
 
 

@@ -105,3 +105,42 @@ def test_get_method_configures_the_method_from_the_ponder_section():
     assert program.passes == [1, 3, 3, 3] and program.first_pass_with_grad == 3
     assert program.tau == 0.5 and m.program(None, tokens).passes == [1] + [3] * 6  # J = jacobi_eval
     assert get_method(PonderConfig(method="ponderlm2")).program(None, tokens, tau=0.5).tau is None
+
+
+# The settings the configured method holds. Reading them off the config outside ponder/ and
+# config.py means a caller answers a method question itself (issue 24). Allowed: the places
+# that write or show the config's values as such.
+METHOD_SETTINGS = {"k", "tau", "jacobi_train", "jacobi_eval", "grad_passes", "latent_init",
+                   "compute_penalty", "decisive_weight", "decisive_threshold"}
+SHOWS_OR_WRITES_THE_CONFIG = {
+    "megatron_ponder/export/hf_export.py",  # the export's config.json fields
+    "megatron_ponder/demo.py", "tools/export_hf.py", "tools/convert_checkpoint.py",  # printed
+}
+
+
+def _setting_reads(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    sections = set()  # local names bound to `<cfg>.ponder` (p = cfg.ponder; m, p = ...)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+            pairs = (zip(target.elts, value.elts) if isinstance(target, ast.Tuple)
+                     and isinstance(value, ast.Tuple) else [(target, value)])
+            sections |= {t.id for t, v in pairs if isinstance(t, ast.Name)
+                         and isinstance(v, ast.Attribute) and v.attr == "ponder"}
+    return [f"{path.relative_to(REPO)}:{node.lineno} .{node.attr}" for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in METHOD_SETTINGS
+            and ((isinstance(node.value, ast.Attribute) and node.value.attr == "ponder")
+                 or (isinstance(node.value, ast.Name) and node.value.id in sections))]
+
+
+def test_no_caller_outside_the_method_reads_its_settings_off_the_config():
+    """`training_flops(shape, cfg.ponder.k, ..., p.grad_passes)`: ask the configured method."""
+    files = [p for folder in ("megatron_ponder", "tools", "bench")
+             for p in sorted((REPO / folder).rglob("*.py"))
+             if (REPO / "megatron_ponder" / "ponder") not in p.parents
+             and p != REPO / "megatron_ponder" / "config.py"
+             and str(p.relative_to(REPO)) not in SHOWS_OR_WRITES_THE_CONFIG]
+    assert len(files) > 50
+    hits = [hit for path in files for hit in _setting_reads(path)]
+    assert hits == [], hits
