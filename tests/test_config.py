@@ -137,3 +137,16 @@ def test_every_rope_scaling_the_config_accepts_has_a_frequency_formula():
     from megatron_ponder.model.rope import _FREQUENCY_SCALINGS
 
     assert set(ROPE_SCALINGS) == set(_FREQUENCY_SCALINGS)
+
+
+def test_every_config_function_is_at_most_25_lines():
+    """Issue 24: each section validates itself, split by topic, none in one long function."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "megatron_ponder" / "config"
+    long = [f"{path.name}:{node.name} {node.end_lineno - node.lineno + 1} lines"
+            for path in sorted(package.glob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 25]
+    assert long == []
