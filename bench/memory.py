@@ -133,13 +133,14 @@ def measure_rank(args, name: str, gpus: int) -> dict:
     from megatron_ponder.memory.measure import peak_rss_bytes, reset_peak_rss, rss_bytes
     from megatron_ponder.memory.plan import plan_stage
     from megatron_ponder.model import build_model
+    from megatron_ponder.model.transforms import apply_transforms
     from megatron_ponder.parallel import initialize_parallel
     from megatron.core import parallel_state
 
     cfg = config(args, *CONFIGS[name])
     initialize_parallel(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(cfg).to(device)
+    model = apply_transforms(build_model(cfg).to(device), cfg.train)
     model.train()
     micro_batches = cfg.train.global_batch_size // cfg.train.micro_batch_size
     _step(model, cfg, _batches(cfg, micro_batches, 8), device)  # kernels, thread pools
@@ -207,6 +208,7 @@ def time_recompute(args) -> dict:
     import torch
 
     from megatron_ponder.model import build_model
+    from megatron_ponder.model.transforms import apply_transforms
     from megatron_ponder.parallel import initialize_parallel
 
     torch.set_num_threads(args.threads)
@@ -215,7 +217,7 @@ def time_recompute(args) -> dict:
     for mode in times:
         cfg = config(args, "ponderlm3", 3, [f"train.recompute={mode}"])
         initialize_parallel(cfg)
-        models[mode] = (build_model(cfg).to(device).train(), cfg)
+        models[mode] = (apply_transforms(build_model(cfg).to(device), cfg.train).train(), cfg)
     batches = _batches(cfg, 1, args.seq)
     for i in range(args.warmup + args.repeats):
         for mode, (model, cfg) in models.items():

@@ -41,6 +41,7 @@ def run(args) -> dict:
     from megatron_ponder.memory.plan import plan_memory
     from megatron_ponder.model import build_model
     from megatron_ponder.model.spec import fused_kernels_available
+    from megatron_ponder.model.transforms import apply_transforms
     from megatron_ponder.parallel import initialize_parallel
     from megatron_ponder.ponder.flops import DecoderShape
     from megatron_ponder.training.engines import build_engine
@@ -52,7 +53,8 @@ def run(args) -> dict:
     device = torch.device(args.device)
     initialize_parallel(cfg)
     fused = fused_kernels_available(device)
-    model = build_model(cfg, fused_kernels=fused).to(device).train()
+    model = apply_transforms(build_model(cfg, fused_kernels=fused).to(device), cfg.train,
+                             fused).train()
     engine = build_engine(cfg, model)
     forward, backward = forward_autocast(cfg, device), backward_autocast(cfg, device)
     b, length, p = cfg.train.micro_batch_size, cfg.data.seq_length, cfg.ponder

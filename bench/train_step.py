@@ -25,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from megatron_ponder.config import config_from_dict  # noqa: E402
 from megatron_ponder.model import build_model  # noqa: E402
-from megatron_ponder.model.compile import compile_layers  # noqa: E402
+from megatron_ponder.model.transforms import apply_transforms  # noqa: E402
 from megatron_ponder.parallel import initialize_parallel  # noqa: E402
 
 
@@ -39,11 +39,10 @@ def build(variant: str, args):
                   "num_attention_heads": args.heads, "max_position_embeddings": args.seq},
         "ponder": {"method": method, "k": args.k, "attention_backend": args.backend},
         "data": {"seq_length": args.seq},
+        "train": {"compile": variant.endswith(COMPILED)},
     })
     initialize_parallel(cfg)  # TP 1: the same groups serve every model built after it
-    model = build_model(cfg).train()
-    if variant.endswith(COMPILED):
-        compile_layers(model)  # what train.compile does
+    model = apply_transforms(build_model(cfg), cfg.train).train()  # as the trainer does
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
 
 

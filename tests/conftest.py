@@ -23,13 +23,15 @@ def _single_process_world():
 
 @pytest.fixture
 def build():
-    """build(cfg) -> PonderLM at TP 1, parallel state (re)initialised and seeded from cfg."""
+    """build(cfg) -> PonderLM at TP 1, parallel state (re)initialised and seeded from cfg,
+    with train.recompute and train.compile applied as the trainer applies them."""
     from megatron_ponder.model import build_model
+    from megatron_ponder.model.transforms import apply_transforms
     from megatron_ponder.parallel import initialize_parallel
 
     def _build(cfg):
         initialize_parallel(cfg)
-        return build_model(cfg)
+        return apply_transforms(build_model(cfg), cfg.train)
 
     return _build
 

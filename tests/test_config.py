@@ -137,3 +137,45 @@ def test_every_rope_scaling_the_config_accepts_has_a_frequency_formula():
     from megatron_ponder.model.rope import _FREQUENCY_SCALINGS
 
     assert set(ROPE_SCALINGS) == set(_FREQUENCY_SCALINGS)
+
+
+def test_enumerated_settings_are_compared_by_member():
+    """No `x.precision == "bf16"`, `recompute != "layers"`, `engine in ("deepspeed", ...)` in
+    the package, tools or bench: each choice is one enum (config/choices.py), compared by its
+    members, so a value cannot be misspelt in one place and a new value is found by grep."""
+    import ast
+    from pathlib import Path
+
+    from megatron_ponder.config import Engine, Precision, Recompute, WandbMode
+
+    root = Path(__file__).resolve().parents[1]
+    settings = {"precision", "recompute", "engine", "wandb"}
+    values = {v for choice in (Precision, Recompute, Engine, WandbMode) for v in choice.values()}
+
+    def name(node):
+        return node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+
+    def literals(node):
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return {item.value for item in items if isinstance(item, ast.Constant)}
+
+    found = [f"{path.relative_to(root)}:{node.lineno}"
+             for folder in ("megatron_ponder", "tools", "bench")
+             for path in (root / folder).rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Compare)
+             if {name(o) for o in (node.left, *node.comparators)} & settings
+             and set().union(*(literals(o) for o in (node.left, *node.comparators))) & values]
+    assert found == []
+
+
+def test_every_config_function_is_at_most_25_lines():
+    """Issue 24: each section validates itself, split by topic, none in one long function."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "megatron_ponder" / "config"
+    long = [f"{path.name}:{node.name} {node.end_lineno - node.lineno + 1} lines"
+            for path in sorted(package.glob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 25]
+    assert long == []

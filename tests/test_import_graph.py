@@ -1,6 +1,6 @@
 """Dependencies between the package's parts point one way (architecture.md):
-ponder, attention <- config <- run_layout, comm_device <- data, parallel, model <- training, inference,
-export <- sweeps, launch, memory <- the entry points (train.py, demo.py). Every import counts, also
+ponder, attention <- config <- run_layout, comm_device, memory <- data, parallel, model <- training,
+inference, export <- sweeps, launch <- the entry points (train.py, demo.py). Every import counts, also
 those inside functions."""
 
 import ast
@@ -16,7 +16,7 @@ LEVEL = {
     "data": 3, "parallel": 3, "model": 3,
     "training": 4, "inference": 4, "export": 4,
     "sweeps": 5, "launch": 5,
-    "memory": 5,  # the memory planner: reads configs, method programs and training's precision
+    "memory": 2,  # the memory planner: reads configs and method programs
     "demo": 6, "train": 6,  # the entry points
 }
 

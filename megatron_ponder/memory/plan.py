@@ -32,11 +32,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from megatron_ponder.config import Config
+from megatron_ponder.config import Config, Precision, Recompute
 from megatron_ponder.memory import activations as act
 from megatron_ponder.memory.states import state_bytes, stage_params
 from megatron_ponder.ponder import get_method, method_class
-from megatron_ponder.training.precision import uses_bf16
 
 GB = 1e9
 # Gradients in flight during a recomputed region's backward, in layers of the largest pass:
@@ -90,7 +89,8 @@ def widths(cfg: Config, cuda: bool) -> act.Widths:
         head_dim=m.head_size, ffn=m.ffn_size // tp,
         vocab=m.vocab_size // tp, layers=m.num_layers // par.pipeline_model_parallel_size,
         k=get_method(p).k, tp=tp, sequence_parallel=par.sequence_parallel,
-        compute_bytes=2 if uses_bf16(cfg, cuda) else 4, device="cuda" if cuda else "cpu",
+        compute_bytes=2 if Precision.uses_bf16(cfg.train.precision, cuda) else 4,
+        device="cuda" if cuda else "cpu",
         backend=p.attention_backend, qk_norm=m.qk_norm)
 
 
@@ -124,9 +124,9 @@ def stage_plan(cfg: Config, w: act.Widths, micro_batch: int, stage: int, stages:
         stack = _stack_bytes(w, slots, positions, bias)
         layer = max(layer, stack / w.layers)
         before = kept
-        if recompute == "none":
+        if recompute == Recompute.NONE:
             kept += stack
-        elif recompute == "layers":
+        elif recompute == Recompute.LAYERS:
             kept += (slots * sum(act.layer_input_slot_bytes(w, i == 0) for i in range(w.layers))
                      + act.rope_angles_bytes(w, positions))
             region = layer

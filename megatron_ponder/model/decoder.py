@@ -57,9 +57,10 @@ class PonderDecoder(MegatronModule):
             if method.uses_pause:
                 self.pause_embedding = nn.Parameter(torch.empty(m.hidden_size))
         self.sequence_parallel = cfg.parallel.sequence_parallel
-        self.recompute_passes = cfg.train.recompute == "passes"
+        # Each pass's stack recomputed in the backward: switched on after the build, by
+        # model/transforms.py (train.recompute=passes).
+        self.recompute_passes = False
         spec = ponder_layer_spec(p.attention_backend, self.sequence_parallel, fused_kernels,
-                                 recompute_layers=cfg.train.recompute == "layers",
                                  qk_norm=m.qk_norm)
         self.decoder = TransformerBlock(
             config, spec, post_layer_norm=False,

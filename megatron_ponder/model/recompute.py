@@ -2,9 +2,13 @@
 recompute its activations in the backward.
 
 - `layers`: each transformer layer of each pass keeps only its input; in the backward one layer
-  at a time is recomputed. Implemented as a layer spec swap (RecomputedTransformerLayer).
+  at a time is recomputed. The built layers become RecomputedTransformerLayers
+  (recompute_each_layer).
 - `passes`: each pass keeps only the input of the block stack (one pipeline stage's layers,
-  with pipeline parallelism: a pipeline unit); in the backward one pass's stack is recomputed.
+  with pipeline parallelism: a pipeline unit); in the backward one pass's stack is recomputed
+  (recompute_each_pass; the decoder wraps its stack call).
+
+Both are applied to a built model by model/transforms.py, before compilation.
 
 Why torch's non-reentrant checkpoint and not megatron-core's `tensor_parallel.checkpoint` (which
 TransformerConfig's recompute_granularity="full" uses): megatron's is reentrant, so each
@@ -42,3 +46,24 @@ class RecomputedTransformerLayer(TransformerLayer):
         if should_recompute(self):
             return recomputed(super().forward, *args, **kwargs)
         return super().forward(*args, **kwargs)
+
+
+def recompute_each_layer(model: torch.nn.Module) -> None:
+    """Every decoder layer of a built PonderLM recomputed in the backward.
+
+    The layer's class is swapped, not its instance forward wrapped: a
+    RecomputedTransformerLayer adds no state (no __init__, no parameter, the same
+    state_dict), and compile_layers compiles the class's forward, so the checkpoint is
+    traced with the layer exactly as when the spec built the layers with this class."""
+    for layer in model.decoder.decoder.layers:
+        if type(layer) is RecomputedTransformerLayer:
+            continue
+        if type(layer) is not TransformerLayer:  # a subclass could have its own forward
+            raise TypeError(f"cannot recompute a {type(layer).__name__}: expected megatron's "
+                            "TransformerLayer")
+        layer.__class__ = RecomputedTransformerLayer
+
+
+def recompute_each_pass(model: torch.nn.Module) -> None:
+    """Each pass's block stack of a built PonderLM recomputed in the backward."""
+    model.decoder.recompute_passes = True

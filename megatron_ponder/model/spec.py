@@ -19,7 +19,6 @@ from megatron.core.tensor_parallel import RowParallelLinear
 from megatron.core.transformer.spec_utils import ModuleSpec
 
 from megatron_ponder.model.core_attention import SoftMaskCoreAttention
-from megatron_ponder.model.recompute import RecomputedTransformerLayer
 from megatron_ponder.model.swiglu import SwiGLU
 
 
@@ -50,15 +49,14 @@ def fused_kernels_available(device: torch.device) -> bool:
 
 
 def ponder_layer_spec(attention_backend: str, sequence_parallel: bool = False,
-                      fused_kernels: bool = False, recompute_layers: bool = False,
-                      qk_norm: bool = False) -> ModuleSpec:
+                      fused_kernels: bool = False, qk_norm: bool = False) -> ModuleSpec:
     """RMSNorm, SwiGLU MLP, Column/RowParallel linears; core attention is ours, and on the
     local spec the SwiGLU activation too (model/swiglu.py keeps less for the backward than
     megatron's). Sequence parallelism takes Transformer Engine's norms (the torch ones refuse
     it). fused_kernels: TE's spec (the transformer config must enable TE's RoPE fusion too:
-    model/transformer_config.py). recompute_layers recomputes every layer's activations in the
-    backward (model/recompute.py), on either spec. qk_norm: megatron's qk_layernorm, an RMSNorm
-    over each query and key head before RoPE (Qwen3), TE's norm on the TE spec."""
+    model/transformer_config.py). qk_norm: megatron's qk_layernorm, an RMSNorm over each query
+    and key head before RoPE (Qwen3), TE's norm on the TE spec. Recomputation is applied to the
+    built layers, on either spec (model/transforms.py)."""
     if fused_kernels:
         spec = get_gpt_layer_with_transformer_engine_spec(use_te_activation_func=True,
                                                           qk_layernorm=qk_norm)
@@ -67,8 +65,6 @@ def ponder_layer_spec(attention_backend: str, sequence_parallel: bool = False,
         spec.submodules.self_attention.submodules.linear_proj = GroupedRowParallelLinear
         spec.submodules.mlp.submodules.linear_fc2 = GroupedRowParallelLinear
         spec.submodules.mlp.submodules.activation_func = SwiGLU
-    if recompute_layers:
-        spec.module = RecomputedTransformerLayer
     if sequence_parallel and not fused_kernels:
         from megatron.core.extensions.transformer_engine import TENorm
 

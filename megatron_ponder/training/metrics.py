@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from megatron_ponder.config import Config, config_to_dict
+from megatron_ponder.config import Config, WandbMode, config_to_dict
 from megatron_ponder.run_layout import METRICS_FILE
 
 NONFINITE = "nonfinite"
@@ -46,7 +46,7 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resumed_step or None)
-        if cfg.logging.wandb != "disabled":
+        if cfg.logging.wandb != WandbMode.DISABLED:
             os.environ.setdefault("WANDB_SILENT", "true")
             import wandb
 

@@ -13,19 +13,13 @@ from typing import Callable, ContextManager
 
 import torch
 
-from megatron_ponder.config import Config
+from megatron_ponder.config import Config, Precision
 
 Context = Callable[[], ContextManager]
 
 
-def uses_bf16(cfg: Config, cuda: bool) -> bool:
-    """train.precision resolved: "auto" is bf16 on GPU and fp32 on CPU."""
-    precision = cfg.train.precision
-    return precision == "bf16" or (precision == "auto" and cuda)
-
-
 def forward_autocast(cfg: Config, device: torch.device) -> Context:
-    if uses_bf16(cfg, device.type == "cuda"):
+    if Precision.uses_bf16(cfg.train.precision, device.type == "cuda"):
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 

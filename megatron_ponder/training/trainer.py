@@ -21,8 +21,8 @@ from megatron_ponder.data.batches import batch_for_step
 from megatron_ponder.data.datasets import build_checked, check_datasets
 from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.model import build_model
-from megatron_ponder.model.compile import compile_layers
 from megatron_ponder.model.spec import fused_kernels_available
+from megatron_ponder.model.transforms import apply_transforms
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.grads import allreduce_tensor_parallel_partial_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
@@ -133,12 +133,10 @@ class Trainer:
         resume_step = self._resume_step()
         applied = self._check_resume_point(resume_step)
         self.train_data, self.valid_data, _ = build_checked(data_config, num_samples)
-        # On CUDA with Transformer Engine: its fused layer spec; otherwise, with train.compile,
-        # the layers under torch.compile (model/spec.py, model/compile.py).
+        # On CUDA with Transformer Engine: its fused layer spec (model/spec.py); then
+        # train.recompute and train.compile on the built model (model/transforms.py).
         fused = fused_kernels_available(self.device)
-        self.model = build_model(cfg, fused_kernels=fused).to(self.device)
-        if t.compile and not fused:
-            compile_layers(self.model)
+        self.model = apply_transforms(build_model(cfg, fused_kernels=fused).to(self.device), t, fused)
         self.engine = build_engine(cfg, self.model)  # data parallelism (engines/)
         self.optimizer = self.engine.optimizer
         self.scheduler = build_scheduler(self.optimizer, t)

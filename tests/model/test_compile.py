@@ -1,4 +1,4 @@
-"""train.compile (model/compile.py): compiled decoder layers train like eager ones, and one
+"""train.compile (model/compile.py, applied by model/transforms.py): compiled decoder layers train like eager ones, and one
 compilation serves every pass length and Jacobi count.
 
 One test, so that the compilation (inductor: 170 s of CPU time on the shared 2-core machine,
@@ -7,11 +7,12 @@ most of this test's cost) is paid once: a PonderLM-3 step already runs both grap
 every other method reuses them, and recomputation adds only the recomputed layer's two.
 """
 
+import copy
+
 import torch
 from torch._dynamo.utils import counters
 
 from factories import tiny_config
-from megatron_ponder.model.compile import compile_layers
 from megatron_ponder.ponder.registry import METHODS, method_class
 
 STEPS = 10
@@ -53,9 +54,9 @@ def test_compiled_layers_train_like_eager_every_method_without_recompiling(build
 
 def check_against_eager(build, cfg, case, graphs):
     eager = train(build(cfg).train())
-    model = build(cfg).train()
-    compile_layers(model)
-    compiled = train(model)
+    compiled_cfg = copy.deepcopy(cfg)
+    compiled_cfg.train.compile = True  # applied after recomputation (model/transforms.py)
+    compiled = train(build(compiled_cfg).train())
     worst = max(abs(a - b) / abs(a) for a, b in zip(eager, compiled))
     assert worst <= LOSS_RTOL, (case, eager, compiled)
     # Graphs in all so far (without and with the bias): no recompilation for another pass

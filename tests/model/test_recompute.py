@@ -11,6 +11,7 @@ import torch
 from distributed import STRICT_COMMS, run_distributed
 from factories import tiny_config
 from megatron_ponder.model import build_model
+from megatron_ponder.model.transforms import apply_transforms
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.training.trainer import Trainer
@@ -36,7 +37,7 @@ def batches():
 def loss_and_grads(method: str, recompute: str, layout: list[str]):
     cfg = tiny_config(method, 2, [*layout, f"train.recompute={recompute}"], num_layers=4)
     initialize_parallel(cfg)
-    model = build_model(cfg)
+    model = apply_transforms(build_model(cfg), cfg.train)
     model.train()
     if cfg.parallel.pipeline_model_parallel_size > 1:
         loss = pipeline_step(model, batches(), STEP, contextlib.nullcontext).loss
