@@ -33,10 +33,12 @@ RATIO_S = 2048  # the sequence length the headline ratios are reported at
 
 def _make_step(cfg: dict, seq: int):
     """Build inputs and return step() doing one fwd+bwd of cfg['backend'] at length seq."""
+    # defer: torch, only in a worker process (the parent only starts them)
     import torch
     import torch.nn.functional as F
 
     sys.path.insert(0, str(REPO))
+    # defer: the package until REPO is on sys.path
     from megatron_ponder.attention import get_attention_backend
 
     dev, dtype = torch.device(cfg["device"]), getattr(torch, cfg["dtype"])
@@ -70,6 +72,7 @@ def _make_step(cfg: dict, seq: int):
 
 def measure_memory(cfg: dict) -> float:
     """MiB that one fwd+bwd of cfg['backend'] at cfg['seq'] needs on top of its inputs."""
+    # defer: torch, only in a worker process (the parent only starts them)
     import torch
 
     if cfg["device"].startswith("cuda"):
@@ -81,6 +84,7 @@ def measure_memory(cfg: dict) -> float:
         step()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     _make_step(cfg, min(cfg["seq"], 128))()  # init thread pools and kernels at a negligible size
+    # defer: the package, only in a worker process (the parent only starts them)
     from megatron_ponder.memory.measure import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     step = _make_step(cfg, cfg["seq"])
@@ -134,6 +138,7 @@ def _parse() -> argparse.Namespace:
 
 def _backends(arg: str | None, device: str) -> list[str]:
     sys.path.insert(0, str(REPO))
+    # defer: the package until REPO is on sys.path
     from megatron_ponder.attention import backend_available
 
     names = arg.split(",") if arg else ["plain", "reference", "augmented", "flex"]

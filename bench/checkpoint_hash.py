@@ -49,7 +49,7 @@ def candidates() -> dict:
     found = {"sha256": _hashlib("sha256"), "blake2b": _hashlib("blake2b"),
              "md5": _hashlib("md5"), "crc32 (zlib)": _crc32}
     try:
-        import xxhash
+        import xxhash  # defer: xxhash, an optional package, only when installed
     except ImportError:
         return found
     for name in ("xxh3_128", "xxh3_64"):

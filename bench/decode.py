@@ -27,13 +27,15 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from megatron_ponder.config import config_from_dict, config_to_dict  # noqa: E402
+from megatron_ponder.config import config_from_dict, config_to_dict, load_config  # noqa: E402
 from megatron_ponder.data.tokenizer import Tokenizer  # noqa: E402
 from megatron_ponder.inference.checkpoint_io import load_model  # noqa: E402
 from megatron_ponder.inference.decoding import SlotDecoder  # noqa: E402
 from megatron_ponder.inference.kv_cache import SlotKVCache  # noqa: E402
 from megatron_ponder.model import build_model  # noqa: E402
+from megatron_ponder.parallel import initialize_parallel  # noqa: E402
 from megatron_ponder.ponder.flops import DecoderShape  # noqa: E402
+from megatron_ponder.ponder.registry import method_class, names_where  # noqa: E402
 
 PROMPT = ("The tutorial introduces the reader informally to the basic concepts and features of "
           "the language and system. It helps to have an interpreter handy")
@@ -80,10 +82,6 @@ def decode_once(model, prompt: list[int], new_tokens: int, tau: float, batch: in
 
 def random_model(recipe: str, overrides: list[str]):
     """(PonderLM-3 of a recipe's shape with its seeded initialisation, in eval mode, its Config)."""
-    from megatron_ponder.config import load_config
-    from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.ponder.registry import method_class, names_where
-
     cfg = load_config(recipe, overrides)
     if not method_class(cfg.ponder.method).uses_router:
         routed = ", ".join(names_where(lambda method: method.uses_router))
@@ -177,7 +175,7 @@ def main() -> None:
                    key=lambda r: r["flops_saving"])
     print(json.dumps({
         "bench": "decode", "checkpoint": None if args.recipe else args.checkpoint,
-        "recipe": args.recipe, "device": args.device, "k": k, "batch": args.batch,
+        "recipe": args.recipe, "device": args.device, "k": ponder.method.k, "batch": args.batch,
         "new_tokens": args.new_tokens, "rounds": args.rounds, "models": results,
         "flops_saving": headline["flops_saving"], "wallclock_saving": headline["wallclock_saving"],
         "at_tau": headline["tau"],

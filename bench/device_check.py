@@ -44,6 +44,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,9 +103,7 @@ def expected_skip(test_id: str, machine: dict) -> str | None:
 
 def machine_facts(dry_run: bool) -> dict:
     """Versions and devices, recorded with every report (and used by EXPECTED_SKIPS)."""
-    from importlib import metadata
-
-    import torch
+    import torch  # defer: torch, only past --print-plan (the plan prints without it)
 
     def version(*names):
         for name in names:
@@ -296,6 +295,7 @@ def main(argv=None) -> int:
     if args.print_plan:
         return 0
     if not args.dry_run:
+        # defer: torch, only past --print-plan (the plan prints without it)
         import torch
 
         if torch.cuda.device_count() < args.gpus:

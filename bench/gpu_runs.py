@@ -139,6 +139,7 @@ def shape_overrides(scenario: Scenario, dry_run: bool, data_dir: Path, work: Pat
 
 def te_missing() -> str | None:
     try:
+        # defer: torch and megatron, only probed here (device_check --print-plan imports this file)
         import torch
 
         from megatron_ponder.model.spec import fused_kernels_available
@@ -174,6 +175,7 @@ def launch(run: Run, overrides: list[str], out: Path, port: int, timeout_s: floa
 
 
 def train_losses(out: Path) -> dict[int, float]:
+    # defer: the package, only when a scenario ran (device_check --print-plan imports this file)
     from megatron_ponder.training.metrics import read_records
 
     return {r["step"]: r["loss"] for r in read_records(out / "metrics.jsonl") if r["kind"] == "train"}
@@ -198,6 +200,7 @@ def run_scenario(name: str, dry_run: bool, data_dir: Path, work: Path, timeout_s
     if reason:  # device_check.py decides whether this skip is expected on this machine
         result.update(ok=True, skipped=reason)
         return result
+    # defer: torch and megatron, only when a scenario runs (device_check --print-plan imports this file)
     from megatron_ponder.config import load_config
     from megatron_ponder.demo import prepare_data
 

@@ -28,11 +28,14 @@ layer recomputation / without; target <= 0.5) and recompute_time_ratio (target <
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +55,7 @@ MiB = 2**20
 
 
 def config(args, method: str, k: int, overrides: list[str]):
+    # defer: the package, only in a worker process (the parent only starts them)
     from megatron_ponder.config import config_from_dict
 
     ffn = 64 * -(-8 * args.hidden // (3 * 64))
@@ -73,6 +77,7 @@ def config(args, method: str, k: int, overrides: list[str]):
 
 
 def _batches(cfg, count: int, length: int):
+    # defer: torch, only in a worker process (the parent only starts them)
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -84,6 +89,7 @@ def _batches(cfg, count: int, length: int):
 def _step(model, cfg, batches, device, after_forward=None):
     """One step's forward + backward, the way the trainer runs it; after_forward() is called
     once the (first) forward's output has been dropped (one process only)."""
+    # defer: torch and megatron, only in a worker process (the parent only starts them)
     import torch
 
     from megatron_ponder.parallel.pipeline import pipeline_step
@@ -111,8 +117,7 @@ def tracked_step(model, cfg, batches, device) -> tuple[float | None, float]:
     """(tensor bytes alive after the forward, without PP; peak tensor bytes of the step),
     counted exactly (memory/measure.py): what the planner's terms describe, free of the
     allocator's and the process's own memory."""
-    import gc
-
+    # defer: the package, only in a worker process (the parent only starts them)
     from megatron_ponder.memory.measure import TensorMemoryTracker
 
     held = []
@@ -126,8 +131,7 @@ def tracked_step(model, cfg, batches, device) -> tuple[float | None, float]:
 
 
 def measure_rank(args, name: str, gpus: int) -> dict:
-    import gc
-
+    # defer: torch and megatron, only in a worker process (the parent only starts them)
     import torch
 
     from megatron_ponder.memory.measure import peak_rss_bytes, reset_peak_rss, rss_bytes
@@ -173,6 +177,7 @@ def measure_rank(args, name: str, gpus: int) -> dict:
 def _rank_entry(rank, world, port, args, name, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    # defer: torch, only in a worker process (the parent only starts them)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -182,9 +187,7 @@ def _rank_entry(rank, world, port, args, name, out_dir):
 
 def measure(args, name: str) -> dict:
     """In this (fresh) process: one rank, or one spawned process per rank."""
-    import socket
-    import tempfile
-
+    # defer: torch, only in a worker process (the parent only starts them)
     import torch
     import torch.multiprocessing as mp
 
@@ -205,6 +208,7 @@ def measure(args, name: str) -> dict:
 
 def time_recompute(args) -> dict:
     """Step times of ponderlm3 K 3 without and with layer recomputation, alternating."""
+    # defer: torch and megatron, only in a worker process (the parent only starts them)
     import torch
 
     from megatron_ponder.model import build_model

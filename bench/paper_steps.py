@@ -35,6 +35,7 @@ TINY = ["model.hidden_size=64", "model.num_layers=2", "model.num_attention_heads
 
 
 def run(args) -> dict:
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
     import torch
 
     from megatron_ponder.config import load_config

@@ -52,6 +52,7 @@ def unavailable(layout: str) -> str | None:
         return "this checkout has no parallel.engine (DeepSpeed engine not built in)"
     if layout.startswith("zero"):
         try:
+            # defer: deepspeed, only probing for it when a ZeRO layout is asked
             import deepspeed  # noqa: F401
         except ImportError:
             return "deepspeed is not installed"

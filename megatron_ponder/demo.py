@@ -20,17 +20,20 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="megatron"
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
 from megatron_ponder.config import load_config  # noqa: E402
+from megatron_ponder.data.corpus import write_default_corpus  # noqa: E402
+from megatron_ponder.data.indexed import preprocess  # noqa: E402
+from megatron_ponder.data.tokenizer import Tokenizer  # noqa: E402
+from megatron_ponder.data.tokenizer_training import train_tokenizer  # noqa: E402
+from megatron_ponder.ponder.flops import DecoderShape  # noqa: E402
+from megatron_ponder.ponder.registry import VANILLA, method_class  # noqa: E402
+from megatron_ponder.training.metrics import read_records  # noqa: E402
+from megatron_ponder.training.trainer import Trainer  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo_cpu.yaml"
 
 
 def prepare_data(cfg) -> None:
     """Corpus, tokenizer and indexed dataset at the paths the recipe names."""
-    from megatron_ponder.data.corpus import write_default_corpus
-    from megatron_ponder.data.indexed import preprocess
-    from megatron_ponder.data.tokenizer import Tokenizer
-    from megatron_ponder.data.tokenizer_training import train_tokenizer
-
     tokenizer_path = Path(cfg.data.tokenizer)
     prefix = Path(cfg.data.prefixes[0])
     corpus = prefix.parent / "corpus.jsonl"
@@ -46,8 +49,6 @@ def prepare_data(cfg) -> None:
 
 
 def summary(cfg) -> None:
-    from megatron_ponder.training.metrics import read_records
-
     records = read_records(Path(cfg.train.output_dir) / "metrics.jsonl")
     final = [r for r in records if r["kind"] == "final"][-1]
     ckpt = Path(cfg.train.output_dir) / "checkpoints"
@@ -55,9 +56,6 @@ def summary(cfg) -> None:
     print(f"validation perplexity      {final['ppl']:.2f} (loss {final['loss']:.3f})")
     print(f"expected pondering steps   {final['expected_steps']:.2f} of K={cfg.ponder.k} per token")
     print(f"pruned at tau={cfg.ponder.tau:g}        {final['pruned_share']:.1%} of latent slots")
-    from megatron_ponder.ponder.flops import DecoderShape
-    from megatron_ponder.ponder.registry import VANILLA, method_class
-
     shape, length = DecoderShape.of(cfg.model), cfg.data.seq_length
     # PonderLM-2 with this run's settings (its K): every latent slot kept.
     ponderlm2 = (method_class("ponderlm2").of(cfg.ponder).inference_flops_per_token(shape, length)
@@ -78,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     prepare_data(cfg)
     print(f"[4/4] training PonderLM-3 ({cfg.train.steps} steps) -> {cfg.train.output_dir}")
-    from megatron_ponder.training.trainer import Trainer
-
     code = Trainer(cfg).train()
     if code == 0:
         summary(cfg)

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None, stop=None) -> int:
     parser.add_argument("recipe", help="YAML recipe, e.g. recipes/demo_cpu.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
     args = parser.parse_args(argv)
+    # defer: the package, only after the signal handlers (the start-up window)
     from megatron_ponder.training.signals import EXIT_REQUEUE
 
     def stopped_during_start_up() -> bool:
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None, stop=None) -> int:
 
     if stopped_during_start_up():  # before the heavy imports: a requeue need not wait for them
         return EXIT_REQUEUE
+    # defer: torch and megatron (seconds), only after a stop during start-up was checked
     from megatron_ponder.config import ConfigError, load_config
     from megatron_ponder.data.errors import DataError
     from megatron_ponder.training.checkpoint import CheckpointError, CheckpointSaveError
@@ -79,12 +81,13 @@ def run() -> int:
     """main(), and the exit code recorded for a batch launcher when it asks for it
     (torchrun reports a child's code 3 as its own 1; see megatron_ponder/launch)."""
     # A light import: SIGTERM / SIGUSR1 from here on set the StopRequest's flag.
+    # defer: the package, only after the signal handlers (the start-up window)
     from megatron_ponder.training.signals import StopRequest
 
     stop = StopRequest()
     if __name__ == "__main__":  # what arrived since the module's first lines counts too
         stop.adopt(_EARLY_SIGNALS, _BEFORE_US)
-    from megatron_ponder.launch.exit_codes import record_exit_code
+    from megatron_ponder.launch.exit_codes import record_exit_code  # defer: as above
 
     code = 1  # an exception escaping main
     try:

@@ -36,12 +36,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
 import tempfile
 import warnings
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RELAUNCHED = "PONDER_CONVERT_CHECKPOINT_CHILD"  # set by relaunch() for the processes it starts
@@ -58,6 +61,7 @@ def parse_args(argv):
     reshard.add_argument("--tensor-parallel", type=int, required=True)
     reshard.add_argument("--pipeline-parallel", type=int, default=1)
     sys.path.insert(0, str(REPO))  # the argument helper needs no torch
+    # defer: the package until REPO is on sys.path (this helper imports no torch)
     from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
     add_allow_unverified(reshard)
@@ -92,6 +96,7 @@ def _layout(args) -> dict:
 def _target(args):
     """(source step directory, its config at the target layout); a layout the model does not
     divide into (heads, vocabulary, layers) is a ConfigError naming the field."""
+    # defer: torch and megatron (seconds), only for the subcommand that needs them
     from megatron_ponder.config import ConfigError
     from megatron_ponder.inference.checkpoint_io import checkpoint_config, resolve_checkpoint
     from megatron_ponder.run_layout import STEP_DIR
@@ -106,6 +111,7 @@ def _target(args):
 
 
 def reshard(args) -> None:
+    # defer: torch and megatron (seconds), only for the subcommand that needs them
     from megatron_ponder.config import ConfigError
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
@@ -137,6 +143,7 @@ def reshard(args) -> None:
 def add_manifest(args) -> None:
     """manifest.json for a step directory that has none, once its common state reads: the
     user vouches for the data, this only records it as it is now (atomically)."""
+    # defer: torch and megatron (seconds), only for the subcommand that needs them
     from megatron_ponder.model import checkpoint_manifest
     from megatron_ponder.model.checkpoint_files import CheckpointError, read_common
 
@@ -161,6 +168,7 @@ def add_manifest(args) -> None:
 
 def _stock_checkpoint(args):
     """(run config, its parameters, notes) of a stock Llama/Mistral/Qwen2/Qwen3 folder."""
+    # defer: torch and megatron (seconds), only for the subcommand that needs them
     from megatron_ponder.export.hf_folder import read_config, read_weights
     from megatron_ponder.export.hf_import import stock_config, stock_state, tied_embeddings
 
@@ -172,10 +180,7 @@ def _stock_checkpoint(args):
 
 
 def import_hf(args) -> Path:
-    import dataclasses
-
-    import yaml
-
+    # defer: torch and megatron (seconds), only for the subcommand that needs them
     from megatron_ponder.config import ConfigError, ParallelConfig, config_to_dict
     from megatron_ponder.export.hf_export import read_hf_export
     from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
@@ -221,6 +226,7 @@ def relaunch(args, argv: list[str]) -> int:
     """One process per target rank under torchrun (gloo on CPU, nccl on GPU). torchrun
     reports any failing child as 1, so each child records its own code (2: bad input, such
     as a checkpoint that does not load) for this process to pass on."""
+    # defer: the package until convert() put REPO on sys.path
     from megatron_ponder.launch.exit_codes import ENV_DIR, read_exit_codes
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -235,6 +241,7 @@ def relaunch(args, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     code = convert(argv)
     if os.environ.get(RELAUNCHED):
+        # defer: the package until convert() put REPO on sys.path
         from megatron_ponder.launch.exit_codes import record_exit_code
 
         record_exit_code(code)  # read by relaunch(), which started this process
@@ -246,6 +253,7 @@ def convert(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
     from megatron_ponder.model.checkpoint_files import CheckpointError
     from megatron_ponder.run_layout import check_output_dir

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def parse_args(argv):
     sys.path.insert(0, str(REPO))  # imports after parsing need it too; this one needs no torch
+    # defer: the package until REPO is on sys.path (these helpers import no torch)
     from megatron_ponder.inference.budget_args import add_budget_arguments
     from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
@@ -56,6 +57,7 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
     from tqdm import tqdm
 
     from megatron_ponder.config import ConfigError

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))  # the argument helpers below need no torch
+    # defer: the package until REPO is on sys.path (these helpers import no torch)
     from megatron_ponder.inference.budget_args import add_budget_arguments
     from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
@@ -48,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace a previous export")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
     from megatron_ponder.export.hf_export import export_hf
     from megatron_ponder.inference.budget import calibrate_on_validation
     from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.model.checkpoint_files import CheckpointError
+    from megatron_ponder.ponder.registry import method_class
     from megatron_ponder.run_layout import check_export_output
 
     overrides = [] if args.tau is None else [f"ponder.tau={args.tau}"]
@@ -72,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from megatron_ponder.ponder.registry import method_class
-
     plain = method_class(cfg.ponder.method).plain
     written = json.loads((Path(out) / "config.json").read_text())["architectures"][0]
     kind = written if plain else f"{written} (trust_remote_code)"

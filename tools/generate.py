@@ -33,6 +33,7 @@ def non_negative_int(text: str) -> int:
 
 def parse_args(argv):
     sys.path.insert(0, str(REPO))  # imports after parsing need it too; this one needs no torch
+    # defer: the package until REPO is on sys.path (these helpers import no torch)
     from megatron_ponder.inference.budget_args import add_budget_arguments
     from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
@@ -70,6 +71,7 @@ def with_steps(tokenizer, ids: list[int], steps: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data.errors import DataError
     from megatron_ponder.data.tokenizer import Tokenizer, check_fits

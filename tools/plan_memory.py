@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
+    # defer: torch, only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError, load_config
     from megatron_ponder.memory.plan import plan_memory
 

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default=None, help="plot title (default: the sweep name)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no matplotlib
+    # defer: torch and matplotlib, only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
     from megatron_ponder.run_layout import check_output_dir
     from megatron_ponder.sweeps import matching

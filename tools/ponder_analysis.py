@@ -28,6 +28,7 @@ def parse_args(argv):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
     sys.path.insert(0, str(REPO))  # the argument helper needs no torch
+    # defer: the package until REPO is on sys.path (this helper imports no torch)
     from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
     add_allow_unverified(parser)
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data.tokenizer import Tokenizer
     from megatron_ponder.inference.adaptivity import (

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def work(indexed):
+        # defer: the package until _run() put REPO on sys.path
         from megatron_ponder.data.tokenizer import Tokenizer
 
         tokenizer = Tokenizer.load(args.tokenizer, args.eod_token)
@@ -92,6 +93,7 @@ def _run(work) -> int:
     # megatron-core announces the GPU-only accelerations it cannot find: expected on CPU.
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no torch
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data import indexed
 

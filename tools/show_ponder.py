@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="step directory, checkpoints/ directory or run directory")
     sys.path.insert(0, str(REPO))  # the argument helper needs no torch
+    # defer: the package until REPO is on sys.path (this helper imports no torch)
     from megatron_ponder.inference.checkpoint_args import add_allow_unverified
 
     add_allow_unverified(parser)
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
     import torch
 
     from megatron_ponder.config import ConfigError

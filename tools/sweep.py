@@ -58,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     warnings.filterwarnings("ignore", category=FutureWarning, module="megatron")
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no torch
+    # defer: torch and megatron (seconds), only after parsing: --help stays fast
+    import torch
     from megatron_ponder.config import ConfigError
     from megatron_ponder.run_layout import check_output_dir
     from megatron_ponder.sweeps import runner
+    from megatron_ponder.sweeps.prepare import prepare_data
     from megatron_ponder.sweeps.records import RecordError
     from megatron_ponder.sweeps.spec import SweepError, load_sweep
     from megatron_ponder.model.checkpoint_files import CheckpointError
@@ -82,14 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.dry_run:
                 return 0
         if sweep.prepare is not None:  # before submitting: array tasks then find the data
-            from megatron_ponder.sweeps.prepare import prepare_data
-
             prepare_data(sweep.prepare, sweep.runs[0].config)
         if args.submit:
             return subprocess.call(command)
         if args.threads:  # the evaluation phase runs in this process
-            import torch
-
             torch.set_num_threads(args.threads)
         indices = args.index if args.index is not None else list(range(len(sweep.runs)))
         runner.run_sweep(sweep, indices, threads=args.threads, train_only=args.train_only)

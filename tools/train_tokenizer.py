@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no torch
+    # defer: torch and the tokenizer libraries, only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data.tokenizer import Tokenizer
     from megatron_ponder.data.tokenizer_training import train_bpe_tokenizer, train_tokenizer

@@ -28,6 +28,8 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from pydoc_data.topics import topics
+
 from megatron_ponder.data.errors import DataError
 
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "_bundled"}
@@ -35,8 +37,6 @@ _DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def _topic_documents() -> Iterator[dict]:
-    from pydoc_data.topics import topics
-
     for name in sorted(topics):
         text = topics[name].strip()
         if text:

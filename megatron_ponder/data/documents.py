@@ -122,7 +122,7 @@ def _invalid_utf8(array, index: int) -> bool:
 
 
 def _row_group_arrays(chunk: ColumnChunk) -> Iterator:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # defer: pyarrow, only when reading Parquet
 
     try:
         for batch in pq.ParquetFile(chunk.path).iter_batches(

@@ -157,7 +157,7 @@ def work_units(files: list[Path]) -> list[Unit]:
 
 
 def _parquet(path: Path):
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # defer: pyarrow, only when reading Parquet
 
     try:
         return pq.ParquetFile(path)
@@ -191,7 +191,7 @@ class ColumnChunk:
 def _open_stream(path: Path):
     codec = compression(path)
     if codec == "zstd":
-        import pyarrow as pa
+        import pyarrow as pa  # defer: pyarrow, only for .zst files
 
         return pa.input_stream(str(path), compression="zstd")
     opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(codec, open)
@@ -247,7 +247,7 @@ def _cut(data: bytes, text: bool, searched: int = 0) -> int:
 
 
 def _arrow_chunks(path: Path, column: str) -> Iterator[ColumnChunk]:
-    import pyarrow as pa
+    import pyarrow as pa  # defer: pyarrow, only for Arrow chunks
 
     row = 0
     try:
@@ -265,7 +265,7 @@ def _arrow_chunks(path: Path, column: str) -> Iterator[ColumnChunk]:
 
 
 def _check_column(path: Path, schema, column: str) -> None:
-    import pyarrow as pa
+    import pyarrow as pa  # defer: pyarrow, only for Arrow and Parquet files
 
     if column not in schema.names:
         raise DataError(f"{path} has no column {column!r} (columns: "

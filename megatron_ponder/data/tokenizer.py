@@ -36,6 +36,7 @@ worker processes should do so that N workers use N cores).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,6 +100,7 @@ class Tokenizer:
     @property
     def token_dtype(self) -> type:
         """The dtype of this tokenizer's ids in an indexed dataset (megatron's choice)."""
+        # defer: megatron.core (seconds to import), only when the dtype is asked
         from megatron.core.datasets.indexed_dataset import DType
 
         return DType.optimal_dtype(self.vocab_size)
@@ -166,8 +168,7 @@ def _hf_folder(path: Path) -> Path:
 
 
 def _from_megatron(path: Path, library: str, **kwargs):
-    import warnings
-
+    # defer: megatron.core (seconds to import), only when a tokenizer is loaded
     from megatron.core.tokenizers import MegatronTokenizer
 
     with warnings.catch_warnings():  # megatron.core's import: no Apex / Transformer Engine

@@ -163,6 +163,7 @@ def train_bpe_tokenizer(
     """Train a byte-level BPE on text/JSONL files; write OUTPUT_DIR/tokenizer.json and
     tokenizer_config.json (naming `eos_token`), each atomically. Returns OUTPUT_DIR, which
     `Tokenizer.load` and transformers' `AutoTokenizer.from_pretrained` both read."""
+    # defer: the tokenizers library, only when training a BPE
     from tokenizers import Tokenizer as BackendTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 

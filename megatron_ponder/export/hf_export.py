@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from megatron_ponder.config import Config, ConfigError, config_from_dict, config_to_dict
+from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.export import hf_weights
 from megatron_ponder.export.hf_rope import hf_rope_parameters
 from megatron_ponder.ponder.registry import method_class, names_where
@@ -51,14 +52,14 @@ def _plain_config(cfg: Config, eod_id: int):
                           "class (Qwen2 has no q/k norms, Qwen3's attention_bias adds an "
                           "output-projection bias): export it with a method other than vanilla")
     if m.qkv_bias or m.qk_norm:
-        import transformers
+        import transformers  # defer: transformers, only when exporting
 
         name = "Qwen3" if m.qk_norm else "Qwen2"
         config = getattr(transformers, f"{name}Config")(
             rope_parameters=rope, use_sliding_window=False, **_common(cfg, eod_id))
         config.architectures = [f"{name}ForCausalLM"]
         return config
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig  # defer: transformers, only when exporting
 
     config = LlamaConfig(rope_parameters=rope, attention_bias=False, mlp_bias=False,
                          **_common(cfg, eod_id))
@@ -71,6 +72,7 @@ def hf_config(cfg: Config, eod_id: int):
     otherwise)."""
     if method_class(cfg.ponder.method).plain:
         return _plain_config(cfg, eod_id)
+    # defer: transformers (modeling_ponder imports it), only when exporting
     from megatron_ponder.export.modeling_ponder import PonderLMConfig
 
     p = cfg.ponder
@@ -96,7 +98,7 @@ def hf_config(cfg: Config, eod_id: int):
 def convert_tokenizer(sp_model: Path, out_dir: Path):
     """sentencepiece .model -> transformers tokenizer files in out_dir (see
     docs/lm-eval-offline notes: copy to tokenizer.model, from_pretrained, save_pretrained)."""
-    from transformers import LlamaTokenizer
+    from transformers import LlamaTokenizer  # defer: transformers, only when exporting
 
     staging = out_dir / "_sentencepiece"
     staging.mkdir()
@@ -113,8 +115,6 @@ def export_hf(model, cfg: Config, tokenizer_model: str | Path, out_dir: str | Pa
               force: bool = False, extra_config: dict | None = None) -> Path:
     """Write the export of `model` (TP 1, full tensors) to out_dir; returns it. extra_config:
     more config.json fields (the FLOPs budget ponder_tau was calibrated to)."""
-    from megatron_ponder.data.tokenizer import Tokenizer, check_fits
-
     method = method_class(cfg.ponder.method)
     if not method.decodes_with_slot_cache:
         exportable = names_where(lambda m: m.decodes_with_slot_cache)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from megatron_ponder.config import Config, ConfigError, config_from_dict, read_recipe
+from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.export import hf_weights
 from megatron_ponder.export.hf_rope import rope_fields
 
@@ -159,8 +160,6 @@ def own_tokenizer(folder: Path) -> str | None:
 def _check_tokenizer(cfg: Config) -> None:
     """Before anything is written: the run's tokenizer loads, names its end-of-document token
     and has no id the checkpoint's embedding lacks (DataError / ConfigError: exit 2)."""
-    from megatron_ponder.data.tokenizer import Tokenizer, check_fits
-
     if not cfg.data.tokenizer:
         raise ConfigError("data.tokenizer is empty: the checkpoint folder ships no tokenizer "
                           "(tokenizer.json or tokenizer.model) and the recipe names none; pass "

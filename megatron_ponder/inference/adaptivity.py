@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 # piece_text: a sentencepiece piece as text (what Tokenizer.token_text gives for one).
+from megatron_ponder.data.indexed import check_indexed_prefix
 from megatron_ponder.data.tokenizer import piece_text  # noqa: F401
 from megatron_ponder.inference.scoring import hard_forward
 from megatron_ponder.ponder.loss import expected_steps_per_token
@@ -96,8 +97,6 @@ def classify(tokens: np.ndarray, position: np.ndarray, texts: list[str],
 
 def corpus_frequency(prefixes: list[str], vocab_size: int, max_tokens: int = 20_000_000) -> np.ndarray:
     """Occurrences per million tokens of every id over the first max_tokens of each corpus."""
-    from megatron_ponder.data.indexed import check_indexed_prefix
-
     counts = np.zeros(vocab_size, dtype=np.float64)
     for prefix in prefixes:
         info = check_indexed_prefix(prefix)

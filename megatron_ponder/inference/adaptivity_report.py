@@ -48,10 +48,10 @@ def markdown(summary: dict, title: str) -> str:
 
 
 def plot(summary: dict, title: str, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # defer: matplotlib, only when plotting
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # before pyplot's import: no display backend
+    import matplotlib.pyplot as plt  # defer: matplotlib, only when plotting
 
     fig, axes = plt.subplots(1, len(GROUPS), figsize=(4.2 * len(GROUPS), 3.8), sharey=True)
     for ax, (key, name) in zip(axes, GROUPS):

@@ -19,6 +19,8 @@ import torch
 
 from megatron_ponder.config import ConfigError
 from megatron_ponder.inference.budget_args import RELATIVE_TO
+from megatron_ponder.inference.heldout import heldout_batches
+from megatron_ponder.inference.ppl_sweep import score_at_taus
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.ponder.registry import names_where
 
@@ -52,8 +54,6 @@ class Calibration:
 
 def _score_at_taus(model, batches: list[dict], taus: list[float], jacobi: int | None) -> list[dict]:
     """The one call into the hard-rule scoring: rows of loss, ppl, steps and FLOPs per tau."""
-    from megatron_ponder.inference.ppl_sweep import score_at_taus
-
     return score_at_taus(model, batches, taus, jacobi)
 
 
@@ -173,8 +173,6 @@ def calibrate_on_validation(model, cfg, budget: float, samples: int = 64,
                             jacobi: int | None = None, batch_size: int = 4) -> Calibration:
     """calibrate_tau on the first `samples` validation sequences of cfg.data (the
     checkpoint's data, in the order of its seed): tools/generate.py and tools/export_hf.py."""
-    from megatron_ponder.inference.heldout import heldout_batches
-
     check_budget(model, budget)  # before any data is read
     batches = heldout_batches(cfg, split="valid", samples=samples,
                               batch_size=min(batch_size, samples), data_seed=cfg.seed)

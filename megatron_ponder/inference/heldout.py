@@ -6,6 +6,9 @@ from __future__ import annotations
 import tempfile
 
 from megatron_ponder.config import Config, ConfigError
+from megatron_ponder.data.batches import batch_for_step
+from megatron_ponder.data.datasets import build_datasets
+from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 
 SPLITS = {"valid": 1, "test": 2}
 
@@ -16,10 +19,6 @@ def heldout_batches(cfg: Config, *, split: str, samples: int, batch_size: int, d
     sample order of `data_seed` (rounded down to whole batches, at least one). start must be
     a multiple of batch_size. Sequences of one order are distinct tokens as long as the split
     holds start + samples of them (megatron repeats a split in a new epoch beyond that)."""
-    from megatron_ponder.data.batches import batch_for_step
-    from megatron_ponder.data.datasets import build_datasets
-    from megatron_ponder.data.tokenizer import Tokenizer, check_fits
-
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} is invalid: valid values: {', '.join(SPLITS)}")
     if samples < 1 or batch_size < 1:

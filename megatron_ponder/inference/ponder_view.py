@@ -9,7 +9,7 @@ COLORMAP = "YlOrRd"
 
 
 def _colors(steps: list[int], k: int) -> list[tuple[float, float, float, float]]:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # defer: matplotlib, only when rendering
 
     cmap = colormaps[COLORMAP]
     return [cmap(0.1 + 0.8 * s / max(k, 1)) for s in steps]
@@ -37,9 +37,10 @@ def render_html(pieces: list[str], steps: list[int], k: int, title: str) -> str:
 
 def render_png(pieces: list[str], steps: list[int], k: int, title: str, path: Path,
                width_chars: int = 80) -> None:
-    import matplotlib
+    import matplotlib  # defer: matplotlib, only when rendering
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # before pyplot's import: no display backend
+    # defer: matplotlib, only when rendering
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import BoundaryNorm

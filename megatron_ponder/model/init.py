@@ -19,6 +19,7 @@ import zlib
 
 import numpy as np
 import torch
+from megatron.core import parallel_state
 
 from megatron_ponder.config import Config
 from megatron_ponder.model.tp_shards import shard_of
@@ -37,8 +38,6 @@ def global_name(name: str, block) -> str:
 
 
 def _full_shape(name: str, param: torch.Tensor) -> tuple[int, ...]:
-    from megatron.core import parallel_state
-
     shape = list(param.shape)
     if getattr(param, "tensor_model_parallel", False):
         shape[param.partition_dim] *= parallel_state.get_tensor_model_parallel_world_size()

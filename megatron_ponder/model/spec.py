@@ -42,6 +42,7 @@ def fused_kernels_available(device: torch.device) -> bool:
     if device.type != "cuda":
         return False
     try:
+        # defer: transformer_engine, only on CUDA (its import fails without it)
         from megatron.core.extensions.transformer_engine import TEActivationOp
     except ImportError:
         return False
@@ -66,6 +67,7 @@ def ponder_layer_spec(attention_backend: str, sequence_parallel: bool = False,
         spec.submodules.mlp.submodules.linear_fc2 = GroupedRowParallelLinear
         spec.submodules.mlp.submodules.activation_func = SwiGLU
     if sequence_parallel and not fused_kernels:
+        # defer: transformer_engine, only when sequence parallelism needs its norms
         from megatron.core.extensions.transformer_engine import TENorm
 
         spec.submodules.input_layernorm = TENorm
@@ -84,6 +86,7 @@ def final_norm_module(spec: ModuleSpec, fused_kernels: bool):
     """The final RMSNorm's module: the layers' own norm, or TE's where the TE spec fuses the
     layers' norms into their GEMMs (its input_layernorm is an identity)."""
     if fused_kernels:
+        # defer: transformer_engine, only on its fused spec
         from megatron.core.extensions.transformer_engine import TENorm
 
         return TENorm

@@ -7,6 +7,8 @@ rendezvous or collective for one that already quit.
 
 from __future__ import annotations
 
+import torch
+
 from megatron_ponder.config import Config, ConfigError
 
 
@@ -18,11 +20,10 @@ def data_parallel_size(cfg: Config, world_size: int) -> int:
 def sequence_parallel_unavailable() -> str | None:
     """Why sequence parallelism cannot run here (megatron-core 0.16's torch norms refuse it
     and its sequence-parallel linears allocate CUDA buffers), or None."""
-    import torch
-
     if not torch.cuda.is_available():
         return "it needs CUDA"
     try:
+        # defer: transformer_engine, only probing for it when sequence parallelism is asked
         import transformer_engine  # noqa: F401
     except ImportError:
         return "it needs Transformer Engine (its norms support a sharded sequence)"

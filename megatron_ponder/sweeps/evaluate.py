@@ -12,10 +12,22 @@ import resource
 import torch
 
 from megatron_ponder.config import Config, config_to_dict
+from megatron_ponder.data.batches import batch_for_step
+from megatron_ponder.data.datasets import build_datasets
+from megatron_ponder.data.tokenizer import Tokenizer
+from megatron_ponder.inference.budget import BudgetError, Calibrator, all_kept_flops
+from megatron_ponder.inference.checkpoint_io import load_model_state
+from megatron_ponder.inference.heldout import heldout_batches
+from megatron_ponder.inference.ppl_sweep import score_at_taus
+from megatron_ponder.model import build_model
+from megatron_ponder.model.checkpoint_files import latest_step, step_path
+from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.ponder.registry import VANILLA
 from megatron_ponder.sweeps.records import SCHEMA
 from megatron_ponder.sweeps.spec import RunSpec, Sweep, SweepError
+from megatron_ponder.sweeps.usage import USAGE_FILE, read_usage
+from megatron_ponder.training.evaluate import evaluate
 
 
 def run_training_flops(model, cfg: Config) -> float:
@@ -41,10 +53,6 @@ def run_training_flops(model, cfg: Config) -> float:
 
 def _validation_batches(cfg: Config, batches: int, micro_batch_size: int, data_seed: int,
                         cache_dir) -> list[dict]:
-    from megatron_ponder.data.batches import batch_for_step
-    from megatron_ponder.data.datasets import build_datasets
-    from megatron_ponder.data.tokenizer import Tokenizer
-
     tokenizer = Tokenizer.load(cfg.data.tokenizer, cfg.data.eod_token)
     # One data seed for every run: all runs are scored on the same validation tokens.
     _, valid, _ = build_datasets(
@@ -64,10 +72,6 @@ def budget_entries(model, cfg: Config, sweep: Sweep, batches: list[dict],
     follow the scored ones (inference/budget.py), then the inference entry at that tau
     with flops_budget, flops_vs_all_kept and the calibration; a budget this model cannot
     meet is recorded as {"flops_budget", "unreachable": why}."""
-    from megatron_ponder.inference.budget import BudgetError, Calibrator, all_kept_flops
-    from megatron_ponder.inference.heldout import heldout_batches
-    from megatron_ponder.inference.ppl_sweep import score_at_taus
-
     e = sweep.eval
     calibration = heldout_batches(cfg, split="valid", samples=e.calibration_batches * e.micro_batch_size,
                                   batch_size=e.micro_batch_size, data_seed=e.data_seed,
@@ -93,14 +97,6 @@ def budget_entries(model, cfg: Config, sweep: Sweep, batches: list[dict],
 
 
 def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
-    from megatron_ponder.inference.checkpoint_io import load_model_state
-    from megatron_ponder.inference.ppl_sweep import score_at_taus
-    from megatron_ponder.model import build_model
-    from megatron_ponder.model.checkpoint_files import latest_step, step_path
-    from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.training.evaluate import evaluate
-    from megatron_ponder.sweeps.runner import USAGE_FILE, read_usage
-
     cpu_start = resource.getrusage(resource.RUSAGE_SELF)
     cfg = run.config
     initialize_parallel(cfg)

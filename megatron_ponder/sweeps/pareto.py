@@ -162,7 +162,7 @@ def fit_scaling_law(records: list[dict], x_name: str = "non_embedding_parameters
                     min_sizes: int = 3) -> list[Fit]:
     """Fit L = E + A (x / x_min)^-alpha (scipy.optimize.curve_fit, least squares on every
     seed's validation loss) for each configuration that was trained at >= min_sizes sizes."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import curve_fit  # defer: scipy, only when fitting
 
     series: dict[tuple, list[dict]] = {}
     for record in records:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from megatron_ponder.config import Config
+from megatron_ponder.data.corpus import write_default_corpus
+from megatron_ponder.data.indexed import preprocess
+from megatron_ponder.data.tokenizer import Tokenizer
+from megatron_ponder.data.tokenizer_training import train_tokenizer
 from megatron_ponder.sweeps.spec import PrepareSpec, SweepError
 
 EMBEDDED = "embedded"
 
 
 def prepare_data(spec: PrepareSpec, cfg: Config, progress=print) -> None:
-    from megatron_ponder.data.indexed import preprocess
-    from megatron_ponder.data.tokenizer import Tokenizer
-    from megatron_ponder.data.tokenizer_training import train_tokenizer
-
     if len(cfg.data.prefixes) != 1:
         raise SweepError(f"prepare needs exactly one base.data.prefixes entry to build, got "
                          f"{cfg.data.prefixes!r}")
@@ -24,8 +24,6 @@ def prepare_data(spec: PrepareSpec, cfg: Config, progress=print) -> None:
         return
     source = Path(spec.input)
     if spec.input == EMBEDDED:
-        from megatron_ponder.data.corpus import write_default_corpus
-
         source = prefix.parent / "embedded_corpus.jsonl"
         if not source.is_file():
             progress(f"prepare: writing the embedded corpus to {source}")

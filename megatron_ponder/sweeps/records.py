@@ -36,6 +36,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from megatron_ponder.ponder.registry import method_class
 from megatron_ponder.run_layout import write_atomically
 
 SCHEMA = 2
@@ -174,8 +175,6 @@ def upgrade_schema_1(record: dict) -> dict:
     times it (up to float32 rounding of each micro-batch's sum, ~1e-7 nats). Without a
     router (or at lambda 0) the penalty is 0 and nothing changes.
     """
-    from megatron_ponder.ponder.registry import method_class  # torch: only when upgrading
-
     if record.get("schema") != 1:
         raise RecordError(f"{record.get('run_id')}: schema={record.get('schema')!r}, not 1")
     upgraded = copy.deepcopy(record)

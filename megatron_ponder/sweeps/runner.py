@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +16,10 @@ import yaml
 
 from megatron_ponder.config import config_to_dict
 from megatron_ponder.run_layout import write_atomically
+from megatron_ponder.sweeps.evaluate import evaluate_run
+from megatron_ponder.sweeps.records import write_record
 from megatron_ponder.sweeps.spec import RunSpec, Sweep
+from megatron_ponder.sweeps.usage import USAGE_FILE, call_measured
 from megatron_ponder.training.checkpoint import Checkpointer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,33 +81,6 @@ def write_recipe(sweep: Sweep, run: RunSpec) -> Path:
     return path
 
 
-USAGE_FILE = "train_usage.json"
-
-
-def _call_measured(command: list[str], env: dict, usage_path: Path) -> int:
-    """subprocess.call that also adds the child's CPU seconds and peak resident memory
-    (os.wait4: the trainer and the children it waited for) to usage_path, so a run trained
-    in several pieces (resumed) reports its total CPU time and its largest RSS."""
-    with subprocess.Popen(command, env=env) as proc:
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            raise
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    previous = read_usage(usage_path) or {"cpu_s": 0.0, "peak_rss_mib": 0.0, "pieces": 0}
-    total = {"cpu_s": previous["cpu_s"] + usage.ru_utime + usage.ru_stime,
-             "peak_rss_mib": max(previous["peak_rss_mib"], usage.ru_maxrss / 1024),  # KiB
-             "pieces": previous["pieces"] + 1}
-    write_atomically(usage_path, json.dumps(total) + "\n")
-    return proc.returncode
-
-
-def read_usage(path: Path) -> dict | None:
-    """The training usage a sweep run accumulated (None if it was trained elsewhere)."""
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def train(sweep: Sweep, run: RunSpec, threads: int | None) -> None:
     """Train (or resume) one run with `python -m megatron_ponder.train`; raise RunFailed."""
     recipe = write_recipe(sweep, run)
@@ -114,8 +88,8 @@ def train(sweep: Sweep, run: RunSpec, threads: int | None) -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    code = _call_measured([sys.executable, "-m", "megatron_ponder.train", str(recipe)], env,
-                          sweep.run_dir(run) / USAGE_FILE)
+    code = call_measured([sys.executable, "-m", "megatron_ponder.train", str(recipe)], env,
+                         sweep.run_dir(run) / USAGE_FILE)
     if code == EXIT_REQUEUE:
         raise RunFailed(f"{run.run_id}: training stopped early after saving a checkpoint; run "
                         "the same sweep command again to resume", code)
@@ -145,9 +119,6 @@ def _run_locked(sweep: Sweep, run: RunSpec, threads: int | None, train_only: boo
         trained_in = "already trained"
     if train_only:
         return trained_in
-    from megatron_ponder.sweeps.evaluate import evaluate_run
-    from megatron_ponder.sweeps.records import write_record
-
     start = time.perf_counter()
     record = evaluate_run(sweep, run, progress=print)
     write_record(sweep.record_path(run), record)

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.ponder.registry import VANILLA
 
@@ -63,8 +64,6 @@ def evaluate(model, batches, device, autocast) -> dict[str, float]:
     model.eval()
     batches = [{k: v.to(device) for k, v in batch.items()} for batch in batches]
     if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-        from megatron_ponder.parallel.pipeline import pipeline_step
-
         scores = pipeline_step(model, batches, 0, autocast, train=False,
                                score=functools.partial(score_batch, model)).scores
     else:

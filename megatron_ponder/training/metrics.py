@@ -43,12 +43,13 @@ class MetricsLogger:
         again = ("resume",) + (("valid", "final") if resumed_step >= cfg.train.steps else ())
         drop_records_after(self.jsonl, resumed_step, again)
         if cfg.logging.tensorboard:
+            # defer: tensorboard, only when logging to it
             from torch.utils.tensorboard import SummaryWriter
 
             self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resumed_step or None)
         if cfg.logging.wandb != WandbMode.DISABLED:
             os.environ.setdefault("WANDB_SILENT", "true")
-            import wandb
+            import wandb  # defer: wandb, only when logging to it
 
             self.wandb = wandb.init(
                 project=cfg.logging.wandb_project, name=cfg.logging.run_name or output_dir.name,
