@@ -1,7 +1,7 @@
 """Dependencies between the package's parts point one way (architecture.md):
-ponder, attention <- config <- run_layout, comm_device <- data, parallel, model <- training, inference,
-export <- sweeps, launch, memory <- the entry points (train.py, demo.py). Every import counts, also
-those inside functions."""
+ponder, attention <- config <- run, comm_device <- data, parallel, model <- training, inference,
+export, launch <- sweeps, memory <- the entry points (train.py, demo.py). Every import counts,
+also those inside functions."""
 
 import ast
 from pathlib import Path
@@ -11,11 +11,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "megatron_ponder"
 LEVEL = {
     "ponder": 0, "attention": 0,
     "config": 1,
-    "run_layout": 2,
+    "run": 2,  # a run's life: layout, lock, signals, checkpoints, exit codes
     "comm_device": 2,  # the device of tensors handed to torch.distributed: model/ needs it too
     "data": 3, "parallel": 3, "model": 3,
     "training": 4, "inference": 4, "export": 4,
-    "sweeps": 5, "launch": 5,
+    "launch": 4,  # the batch scripts' helpers: the exit codes and the lock come from run/
+    "sweeps": 5,
     "memory": 5,  # the memory planner: reads configs, method programs and training's precision
     "demo": 6, "train": 6,  # the entry points
 }

@@ -93,8 +93,8 @@ def _target(args):
     """(source step directory, its config at the target layout); a layout the model does not
     divide into (heads, vocabulary, layers) is a ConfigError naming the field."""
     from megatron_ponder.config import ConfigError
-    from megatron_ponder.inference.checkpoint_io import checkpoint_config, resolve_checkpoint
-    from megatron_ponder.run_layout import STEP_DIR
+    from megatron_ponder.run.checkpoint_read import checkpoint_config, resolve_checkpoint
+    from megatron_ponder.run.layout import STEP_DIR
 
     source = resolve_checkpoint(args.input)
     if not STEP_DIR.match(source.name):
@@ -109,8 +109,8 @@ def reshard(args) -> None:
     from megatron_ponder.config import ConfigError
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.run_layout import STEP_DIR
-    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.run.checkpoint_write import Checkpointer
+    from megatron_ponder.run.layout import STEP_DIR
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.optim import build_scheduler
 
@@ -137,8 +137,8 @@ def reshard(args) -> None:
 def add_manifest(args) -> None:
     """manifest.json for a step directory that has none, once its common state reads: the
     user vouches for the data, this only records it as it is now (atomically)."""
-    from megatron_ponder.model import checkpoint_manifest
-    from megatron_ponder.model.checkpoint_files import CheckpointError, read_common
+    from megatron_ponder.run import manifest as checkpoint_manifest
+    from megatron_ponder.run.checkpoint_read import CheckpointError, read_common
 
     step = Path(args.step_dir)
     if not (step / "metadata.json").is_file():
@@ -178,10 +178,10 @@ def import_hf(args) -> Path:
 
     from megatron_ponder.config import ConfigError, ParallelConfig, config_to_dict
     from megatron_ponder.export.hf_export import read_hf_export
-    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.model.tp_shards import load_full_state
     from megatron_ponder.parallel import initialize_parallel
+    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
 
     if args.recipe is None:
         if args.method is not None or args.k is not None or args.overrides:
@@ -221,7 +221,7 @@ def relaunch(args, argv: list[str]) -> int:
     """One process per target rank under torchrun (gloo on CPU, nccl on GPU). torchrun
     reports any failing child as 1, so each child records its own code (2: bad input, such
     as a checkpoint that does not load) for this process to pass on."""
-    from megatron_ponder.launch.exit_codes import ENV_DIR, read_exit_codes
+    from megatron_ponder.run.exit_codes import ENV_DIR, EXIT_BAD_INPUT, read_exit_codes
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={_processes(args)}", str(Path(__file__).resolve()), *argv]
@@ -229,13 +229,13 @@ def relaunch(args, argv: list[str]) -> int:
         rc = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1", ENV_DIR: codes,
                                           RELAUNCHED: "1"}).returncode
         children = {r["exit_code"] for r in read_exit_codes(codes).values()}
-    return 2 if rc != 0 and 2 in children else rc
+    return EXIT_BAD_INPUT if rc != 0 and EXIT_BAD_INPUT in children else rc
 
 
 def main(argv: list[str] | None = None) -> int:
     code = convert(argv)
     if os.environ.get(RELAUNCHED):
-        from megatron_ponder.launch.exit_codes import record_exit_code
+        from megatron_ponder.run.exit_codes import record_exit_code
 
         record_exit_code(code)  # read by relaunch(), which started this process
     return code
@@ -247,8 +247,9 @@ def convert(argv: list[str] | None) -> int:
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     sys.path.insert(0, str(REPO))
     from megatron_ponder.config import ConfigError
-    from megatron_ponder.model.checkpoint_files import CheckpointError
-    from megatron_ponder.run_layout import check_output_dir
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
+    from megatron_ponder.run.layout import check_output_dir
 
     try:
         if args.command == "add-manifest":
@@ -265,7 +266,7 @@ def convert(argv: list[str] | None) -> int:
             import_hf(args)
     except (ConfigError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {args.output}/checkpoints")
     return 0

@@ -94,12 +94,13 @@ def _run(work) -> int:
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no torch
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data import indexed
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
 
     try:
         stats = work(indexed)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(stats.summary())
     return 0
 

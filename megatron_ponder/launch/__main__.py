@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from megatron_ponder.launch.exit_codes import read_exit_codes
-from megatron_ponder.launch.outcome import EXIT_BAD_INPUT, decide
+from megatron_ponder.launch.outcome import decide
+from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT, read_exit_codes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,7 @@ recorded exit codes and whether the batch script was asked to stop (SIGUSR1)."""
 
 from __future__ import annotations
 
-from megatron_ponder.training.signals import EXIT_REQUEUE
-
-EXIT_BAD_INPUT = 2
+from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT, EXIT_REQUEUE
 
 COMPLETED = "completed"
 REQUEUE = "requeue"

@@ -93,13 +93,12 @@ def budget_entries(model, cfg: Config, sweep: Sweep, batches: list[dict],
 
 
 def evaluate_run(sweep: Sweep, run: RunSpec, progress=print) -> dict:
-    from megatron_ponder.inference.checkpoint_io import load_model_state
     from megatron_ponder.inference.ppl_sweep import score_at_taus
     from megatron_ponder.model import build_model
-    from megatron_ponder.model.checkpoint_files import latest_step, step_path
     from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.training.evaluate import evaluate
+    from megatron_ponder.run.checkpoint_read import latest_step, load_model_state, step_path
     from megatron_ponder.sweeps.runner import USAGE_FILE, read_usage
+    from megatron_ponder.training.evaluate import evaluate
 
     cpu_start = resource.getrusage(resource.RUSAGE_SELF)
     cfg = run.config

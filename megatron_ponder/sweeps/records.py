@@ -36,7 +36,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from megatron_ponder.run_layout import write_atomically
+from megatron_ponder.run.layout import write_atomically
 
 SCHEMA = 2
 POINT_KEYS = ("size", "method", "k", "lambda", "seed")

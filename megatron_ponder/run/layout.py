@@ -54,7 +54,9 @@ def write_atomically(path: str | Path, data: str | bytes) -> None:
 
 
 def _refuse(message: str):
-    from megatron_ponder.config import ConfigError  # imports torch: only when refusing
+    # Deferred: config imports torch, which the light tools (plot_pareto, the sweep CLI's
+    # --help) would otherwise load just to check a path.
+    from megatron_ponder.config import ConfigError
 
     raise ConfigError(message)
 
