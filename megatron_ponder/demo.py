@@ -20,6 +20,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="megatron"
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
 from megatron_ponder.config import load_config  # noqa: E402
+from megatron_ponder.run.exit_codes import EXIT_DONE  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo_cpu.yaml"
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.training.trainer import Trainer
 
     code = Trainer(cfg).train()
-    if code == 0:
+    if code == EXIT_DONE:
         summary(cfg)
     print(f"demo finished in {time.time() - start:.0f}s (exit code {code})")
     return code

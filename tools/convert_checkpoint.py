@@ -221,7 +221,7 @@ def relaunch(args, argv: list[str]) -> int:
     """One process per target rank under torchrun (gloo on CPU, nccl on GPU). torchrun
     reports any failing child as 1, so each child records its own code (2: bad input, such
     as a checkpoint that does not load) for this process to pass on."""
-    from megatron_ponder.run.exit_codes import ENV_DIR, EXIT_BAD_INPUT, read_exit_codes
+    from megatron_ponder.run.exit_codes import ENV_DIR, EXIT_BAD_INPUT, EXIT_DONE, read_exit_codes
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={_processes(args)}", str(Path(__file__).resolve()), *argv]
@@ -229,7 +229,7 @@ def relaunch(args, argv: list[str]) -> int:
         rc = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1", ENV_DIR: codes,
                                           RELAUNCHED: "1"}).returncode
         children = {r["exit_code"] for r in read_exit_codes(codes).values()}
-    return EXIT_BAD_INPUT if rc != 0 and EXIT_BAD_INPUT in children else rc
+    return EXIT_BAD_INPUT if rc != EXIT_DONE and EXIT_BAD_INPUT in children else rc
 
 
 def main(argv: list[str] | None = None) -> int:
