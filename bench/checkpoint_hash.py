@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from megatron_ponder.model.checkpoint_manifest import (  # noqa: E402
+from megatron_ponder.run.manifest import (  # noqa: E402
     ALGORITHM, CHUNK_BYTES, file_digest,
 )
 

@@ -29,9 +29,9 @@ import torch  # noqa: E402
 
 from megatron_ponder.config import config_from_dict, config_to_dict, load_config  # noqa: E402
 from megatron_ponder.data.tokenizer import Tokenizer  # noqa: E402
-from megatron_ponder.inference.checkpoint_io import load_model  # noqa: E402
 from megatron_ponder.inference.decoding import SlotDecoder  # noqa: E402
 from megatron_ponder.inference.kv_cache import SlotKVCache  # noqa: E402
+from megatron_ponder.inference.model_loading import load_model  # noqa: E402
 from megatron_ponder.model import build_model  # noqa: E402
 from megatron_ponder.parallel import initialize_parallel  # noqa: E402
 from megatron_ponder.ponder.flops import DecoderShape  # noqa: E402

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from megatron_ponder.launch.exit_codes import ENV_DIR, read_exit_codes  # noqa: E402
+from megatron_ponder.run.exit_codes import ENV_DIR, read_exit_codes  # noqa: E402
 RECIPE = ROOT / "recipes" / "demo_cpu.yaml"  # the demo's data and tokenizer; shapes overridden
 
 # fp32 on GPU: TF32 is off for fp32 matmuls by default in torch, so differences come from

@@ -26,6 +26,7 @@ from megatron_ponder.data.tokenizer import Tokenizer  # noqa: E402
 from megatron_ponder.data.tokenizer_training import train_tokenizer  # noqa: E402
 from megatron_ponder.ponder.flops import DecoderShape  # noqa: E402
 from megatron_ponder.ponder.registry import VANILLA, method_class  # noqa: E402
+from megatron_ponder.run.exit_codes import EXIT_DONE  # noqa: E402
 from megatron_ponder.training.metrics import read_records  # noqa: E402
 from megatron_ponder.training.trainer import Trainer  # noqa: E402
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_data(cfg)
     print(f"[4/4] training PonderLM-3 ({cfg.train.steps} steps) -> {cfg.train.output_dir}")
     code = Trainer(cfg).train()
-    if code == 0:
+    if code == EXIT_DONE:
         summary(cfg)
     print(f"demo finished in {time.time() - start:.0f}s (exit code {code})")
     return code

@@ -30,8 +30,6 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="megatron"
 # torch.distributed.checkpoint's notices about its own API, raised inside megatron's loader.
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
-EXIT_BAD_INPUT = 2
-
 
 def main(argv: list[str] | None = None, stop=None) -> int:
     """stop: a StopRequest installed earlier (run() does); None = the trainer's own."""
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None, stop=None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100")
     args = parser.parse_args(argv)
     # defer: the package, only after the signal handlers (the start-up window)
-    from megatron_ponder.training.signals import EXIT_REQUEUE
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REQUEUE
 
     def stopped_during_start_up() -> bool:
         if stop is None or not stop.reason:
@@ -57,7 +55,8 @@ def main(argv: list[str] | None = None, stop=None) -> int:
     # defer: torch and megatron (seconds), only after a stop during start-up was checked
     from megatron_ponder.config import ConfigError, load_config
     from megatron_ponder.data.errors import DataError
-    from megatron_ponder.training.checkpoint import CheckpointError, CheckpointSaveError
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.checkpoint_write import CheckpointSaveError
     from megatron_ponder.training.trainer import Trainer
 
     if stopped_during_start_up():  # signalled while importing: build nothing
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None, stop=None) -> int:
         return trainer.train()
     except CheckpointSaveError as err:  # a full disk: what happened, not a traceback
         print(f"error (rank {os.environ.get('RANK', '0')}): {err}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 def run() -> int:
@@ -82,18 +81,18 @@ def run() -> int:
     (torchrun reports a child's code 3 as its own 1; see megatron_ponder/launch)."""
     # A light import: SIGTERM / SIGUSR1 from here on set the StopRequest's flag.
     # defer: the package, only after the signal handlers (the start-up window)
-    from megatron_ponder.training.signals import StopRequest
+    from megatron_ponder.run.signals import StopRequest
 
     stop = StopRequest()
     if __name__ == "__main__":  # what arrived since the module's first lines counts too
         stop.adopt(_EARLY_SIGNALS, _BEFORE_US)
-    from megatron_ponder.launch.exit_codes import record_exit_code  # defer: as above
+    from megatron_ponder.run.exit_codes import EXIT_FAILED, record_exit_code  # defer: as above
 
-    code = 1  # an exception escaping main
+    code = EXIT_FAILED  # an exception escaping main
     try:
         code = main(stop=stop)
     except SystemExit as err:  # argparse's usage errors
-        code = err.code if isinstance(err.code, int) else 1
+        code = err.code if isinstance(err.code, int) else EXIT_FAILED
         raise
     finally:
         record_exit_code(code)

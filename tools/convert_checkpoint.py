@@ -98,8 +98,8 @@ def _target(args):
     divide into (heads, vocabulary, layers) is a ConfigError naming the field."""
     # defer: torch and megatron (seconds), only for the subcommand that needs them
     from megatron_ponder.config import ConfigError
-    from megatron_ponder.inference.checkpoint_io import checkpoint_config, resolve_checkpoint
-    from megatron_ponder.run_layout import STEP_DIR
+    from megatron_ponder.run.checkpoint_read import checkpoint_config, resolve_checkpoint
+    from megatron_ponder.run.layout import STEP_DIR
 
     source = resolve_checkpoint(args.input)
     if not STEP_DIR.match(source.name):
@@ -115,8 +115,8 @@ def reshard(args) -> None:
     from megatron_ponder.config import ConfigError
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
-    from megatron_ponder.run_layout import STEP_DIR
-    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.run.checkpoint_write import Checkpointer
+    from megatron_ponder.run.layout import STEP_DIR
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.optim import build_scheduler
 
@@ -144,8 +144,8 @@ def add_manifest(args) -> None:
     """manifest.json for a step directory that has none, once its common state reads: the
     user vouches for the data, this only records it as it is now (atomically)."""
     # defer: torch and megatron (seconds), only for the subcommand that needs them
-    from megatron_ponder.model import checkpoint_manifest
-    from megatron_ponder.model.checkpoint_files import CheckpointError, read_common
+    from megatron_ponder.run import manifest as checkpoint_manifest
+    from megatron_ponder.run.checkpoint_read import CheckpointError, read_common
 
     step = Path(args.step_dir)
     if not (step / "metadata.json").is_file():
@@ -183,10 +183,10 @@ def import_hf(args) -> Path:
     # defer: torch and megatron (seconds), only for the subcommand that needs them
     from megatron_ponder.config import ConfigError, ParallelConfig, config_to_dict
     from megatron_ponder.export.hf_export import read_hf_export
-    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.model.tp_shards import load_full_state
     from megatron_ponder.parallel import initialize_parallel
+    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
 
     if args.recipe is None:
         if args.method is not None or args.k is not None or args.overrides:
@@ -227,7 +227,7 @@ def relaunch(args, argv: list[str]) -> int:
     reports any failing child as 1, so each child records its own code (2: bad input, such
     as a checkpoint that does not load) for this process to pass on."""
     # defer: the package until convert() put REPO on sys.path
-    from megatron_ponder.launch.exit_codes import ENV_DIR, read_exit_codes
+    from megatron_ponder.run.exit_codes import ENV_DIR, EXIT_BAD_INPUT, EXIT_DONE, read_exit_codes
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={_processes(args)}", str(Path(__file__).resolve()), *argv]
@@ -235,14 +235,14 @@ def relaunch(args, argv: list[str]) -> int:
         rc = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1", ENV_DIR: codes,
                                           RELAUNCHED: "1"}).returncode
         children = {r["exit_code"] for r in read_exit_codes(codes).values()}
-    return 2 if rc != 0 and 2 in children else rc
+    return EXIT_BAD_INPUT if rc != EXIT_DONE and EXIT_BAD_INPUT in children else rc
 
 
 def main(argv: list[str] | None = None) -> int:
     code = convert(argv)
     if os.environ.get(RELAUNCHED):
         # defer: the package until convert() put REPO on sys.path
-        from megatron_ponder.launch.exit_codes import record_exit_code
+        from megatron_ponder.run.exit_codes import record_exit_code
 
         record_exit_code(code)  # read by relaunch(), which started this process
     return code
@@ -255,8 +255,9 @@ def convert(argv: list[str] | None) -> int:
     sys.path.insert(0, str(REPO))
     # defer: torch and megatron (seconds), only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
-    from megatron_ponder.model.checkpoint_files import CheckpointError
-    from megatron_ponder.run_layout import check_output_dir
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
+    from megatron_ponder.run.layout import check_output_dir
 
     try:
         if args.command == "add-manifest":
@@ -273,7 +274,7 @@ def convert(argv: list[str] | None) -> int:
             import_hf(args)
     except (ConfigError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {args.output}/checkpoints")
     return 0

@@ -62,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from megatron_ponder.config import ConfigError
     from megatron_ponder.inference.budget import score_at_budgets
-    from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.heldout import heldout_batches
+    from megatron_ponder.inference.model_loading import load_model
     from megatron_ponder.inference.ppl_sweep import format_table, score_at_taus
-    from megatron_ponder.model.checkpoint_files import CheckpointError
-    from megatron_ponder.run_layout import check_output_file, write_atomically
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
+    from megatron_ponder.run.layout import check_output_file, write_atomically
 
     try:
         if args.samples < 1 or args.batch_size < 1 or args.calibration_samples < 1:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows = score_at_taus(model, batches, taus, args.jacobi, progress=bar)
     except (ConfigError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(format_table(rows, model))
     if args.output:
         result = {"checkpoint": str(args.checkpoint), "method": cfg.ponder.method,

@@ -53,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.config import ConfigError
     from megatron_ponder.export.hf_export import export_hf
     from megatron_ponder.inference.budget import calibrate_on_validation
-    from megatron_ponder.inference.checkpoint_io import load_model
-    from megatron_ponder.model.checkpoint_files import CheckpointError
+    from megatron_ponder.inference.model_loading import load_model
     from megatron_ponder.ponder.registry import method_class
-    from megatron_ponder.run_layout import check_export_output
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
+    from megatron_ponder.run.layout import check_export_output
 
     overrides = [] if args.tau is None else [f"ponder.tau={args.tau}"]
     try:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                         extra_config=extra)
     except (ConfigError, CheckpointError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     plain = method_class(cfg.ponder.method).plain
     written = json.loads((Path(out) / "config.json").read_text())["architectures"][0]
     kind = written if plain else f"{written} (trust_remote_code)"

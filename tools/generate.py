@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.data.tokenizer import Tokenizer, check_fits
     from megatron_ponder.inference.budget import calibrate_on_validation
     from megatron_ponder.inference.decoding import generate
-    from megatron_ponder.inference.checkpoint_io import load_model
+    from megatron_ponder.inference.model_loading import load_model
     from megatron_ponder.inference.sampling import Sampling
-    from megatron_ponder.model.checkpoint_files import CheckpointError
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
 
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                           eos_id=tokenizer.eod_id if args.stop_at_eos else None, jacobi=args.jacobi)
     except (ConfigError, DataError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     for prompt, text, ids, steps in zip(prompts, args.prompt, result.tokens, result.steps):
         # steps covers the prompt and every generated token but the last (never fed back).
         fed = prompt[1:] + ids[:-1]

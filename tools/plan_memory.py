@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     # defer: torch, only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError, load_config
     from megatron_ponder.memory.plan import plan_memory
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
 
     try:
         if args.gpus < 1 or args.gpu_memory_gb <= 0:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_memory(cfg, args.gpus, args.gpu_memory_gb, cuda=not args.cpu)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(json.dumps(plan.as_dict()) if args.json else report(plan))
     return 0 if plan.fits else 1
 

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))  # imported after parsing: --help needs no matplotlib
     # defer: torch and matplotlib, only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
-    from megatron_ponder.run_layout import check_output_dir
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
+    from megatron_ponder.run.layout import check_output_dir
     from megatron_ponder.sweeps import matching
     from megatron_ponder.sweeps.pareto import aggregate, fit_scaling_law, pareto_frontier
     from megatron_ponder.sweeps.plots import markdown_table, plot_pareto, plot_scaling
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         points = aggregate(records)
     except (RecordError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     out = Path(args.out)
     title = args.title or records[0]["sweep"]
     written = plot_pareto(points, out, f"{title}: perplexity vs inference FLOPs")

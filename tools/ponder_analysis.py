@@ -57,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         corpus_frequency, summarize, token_steps,
     )
     from megatron_ponder.inference.adaptivity_report import markdown, plot
-    from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.heldout import heldout_batches
+    from megatron_ponder.inference.model_loading import load_model
     from megatron_ponder.inference.scoring import check_tau
     from megatron_ponder.ponder.registry import names_where
-    from megatron_ponder.run_layout import check_output_dir, write_atomically
-    from megatron_ponder.model.checkpoint_files import CheckpointError
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
+    from megatron_ponder.run.layout import check_output_dir, write_atomically
 
     try:
         out = check_output_dir(args.output, "--output")  # before the load: fail fast
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = token_steps(model, batches, taus)
     except (ConfigError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
     specials = {i for i in range(tokenizer.vocab_size) if tokenizer.is_special(i)}
     summary = summarize(steps, texts, specials, frequency, model.method.latent_steps,

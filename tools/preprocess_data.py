@@ -96,12 +96,13 @@ def _run(work) -> int:
     # defer: torch and megatron (seconds), only after parsing: --help stays fast
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data import indexed
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
 
     try:
         stats = work(indexed)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(stats.summary())
     return 0
 

@@ -43,12 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data.tokenizer import Tokenizer, check_fits
-    from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.decoding import check_prompts
+    from megatron_ponder.inference.model_loading import load_model
     from megatron_ponder.inference.ponder_view import render_html, render_png
     from megatron_ponder.inference.scoring import configured, hard_forward
-    from megatron_ponder.model.checkpoint_files import CheckpointError
-    from megatron_ponder.run_layout import check_output_file, write_atomically
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
+    from megatron_ponder.run.layout import check_output_file, write_atomically
 
     out = Path(args.output)
     try:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = steps.kept_steps(method.tau)
     except (ConfigError, CheckpointError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     pieces = [tokenizer.decode(ids[: i + 1])[len(tokenizer.decode(ids[:i])):] for i in range(1, len(ids))]
     steps = steps[0, 1:].tolist()
     k = method.latent_steps

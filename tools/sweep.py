@@ -61,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     # defer: torch and megatron (seconds), only after parsing: --help stays fast
     import torch
     from megatron_ponder.config import ConfigError
-    from megatron_ponder.run_layout import check_output_dir
+    from megatron_ponder.run.checkpoint_read import CheckpointError
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REQUEUE
+    from megatron_ponder.run.layout import check_output_dir
     from megatron_ponder.sweeps import runner
     from megatron_ponder.sweeps.prepare import prepare_data
     from megatron_ponder.sweeps.records import RecordError
     from megatron_ponder.sweeps.spec import SweepError, load_sweep
-    from megatron_ponder.model.checkpoint_files import CheckpointError
 
     try:
         sweep = load_sweep(args.sweep)
@@ -95,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (SweepError, ConfigError, RecordError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except runner.RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
-        return err.code if err.code == runner.EXIT_REQUEUE else 1
+        return err.code if err.code == EXIT_REQUEUE else EXIT_FAILED
 
 
 if __name__ == "__main__":

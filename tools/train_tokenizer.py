@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_ponder.config import ConfigError
     from megatron_ponder.data.tokenizer import Tokenizer
     from megatron_ponder.data.tokenizer_training import train_bpe_tokenizer, train_tokenizer
+    from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT
 
     if args.kind == "hf-bpe":
         try:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer = Tokenizer.load(path)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
         print(f"wrote {path}/tokenizer.json (byte-level BPE, vocab size {tokenizer.vocab_size}, "
               f"end-of-document {args.eos_token} id {tokenizer.eod_id}) in "
               f"{time.perf_counter() - start:.1f} s")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = Tokenizer.load(path)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(f"wrote {path} ({args.model_type}, vocab size {tokenizer.vocab_size}, end-of-document "
           f"id {tokenizer.eod_id}, byte fallback {'off' if args.no_byte_fallback else 'on'}) "
           f"in {time.perf_counter() - start:.1f} s")

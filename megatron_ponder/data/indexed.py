@@ -34,7 +34,7 @@ from megatron_ponder.data.errors import DataError
 from megatron_ponder.data.progress import Progress
 from megatron_ponder.data.sources import expand_inputs, unit_chunks, work_units
 from megatron_ponder.data.tokenizer import Tokenizer
-from megatron_ponder.run_layout import check_output_prefix, created_dirs
+from megatron_ponder.run.layout import check_output_prefix, created_dirs
 
 _MAGIC = b"MMIDIDX\x00\x00"
 _HEADER_BYTES = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequences, documents

@@ -24,7 +24,7 @@ import xxhash
 
 from megatron_ponder.data.errors import DataError
 from megatron_ponder.data.sources import Unit
-from megatron_ponder.run_layout import write_atomically
+from megatron_ponder.run.layout import write_atomically
 
 RECORD_VERSION = 1
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from megatron_ponder.data.errors import DataError
-from megatron_ponder.run_layout import write_atomically
+from megatron_ponder.run.layout import write_atomically
 
 CHUNK_TOKENS = 1 << 24  # 32 MiB of uint16 per step: bounded memory for any corpus size
 

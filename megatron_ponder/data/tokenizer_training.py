@@ -37,7 +37,7 @@ import sentencepiece as spm
 
 from megatron_ponder.data.documents import check_inputs, iter_documents
 from megatron_ponder.data.errors import DataError
-from megatron_ponder.run_layout import check_output_prefix, check_writable_dir, write_atomically
+from megatron_ponder.run.layout import check_output_prefix, check_writable_dir, write_atomically
 
 MODEL_TYPES = ("bpe", "unigram")
 DEFAULT_EOS = "<|endoftext|>"

@@ -25,10 +25,10 @@ from megatron_ponder.data.tokenizer import Tokenizer, check_fits
 from megatron_ponder.export import hf_weights
 from megatron_ponder.export.hf_rope import hf_rope_parameters
 from megatron_ponder.ponder.registry import method_class, names_where
-from megatron_ponder.run_layout import EXPORT_WEIGHTS, check_export_output
+from megatron_ponder.run.layout import EXPORT_WEIGHTS, check_export_output
 
 MODELING_FILE = Path(__file__).with_name("modeling_ponder.py")
-WEIGHTS = EXPORT_WEIGHTS  # what marks a folder as an export (run_layout.is_export)
+WEIGHTS = EXPORT_WEIGHTS  # what marks a folder as an export (run/layout.is_export)
 
 
 def _common(cfg: Config, eod_id: int) -> dict:

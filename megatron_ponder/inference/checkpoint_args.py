@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def add_allow_unverified(parser) -> None:
-    """--allow-unverified: read a checkpoint without manifest.json (model/checkpoint_files.py
+    """--allow-unverified: read a checkpoint without manifest.json (run/checkpoint_read.py
     refuses one otherwise: nothing tells a checkpoint saved before manifests existed from a
     partial copy)."""
     parser.add_argument("--allow-unverified", action="store_true",

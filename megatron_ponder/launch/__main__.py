@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from megatron_ponder.launch.exit_codes import read_exit_codes
-from megatron_ponder.launch.outcome import EXIT_BAD_INPUT, decide
+from megatron_ponder.launch.outcome import decide
+from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT, read_exit_codes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         codes = {rank: r["exit_code"] for rank, r in read_exit_codes(args.exit_codes).items()}
         print(decide(args.launcher_rc, codes, args.stop_requested, args.terminated_before_save))
         return 0
+    # The batch script's `outcome` runs after every rank ended: no need to wait for torch.
+    # defer: torch (config imports it), only for the preflight subcommand
     from megatron_ponder.config import ConfigError
     from megatron_ponder.launch.preflight import preflight
 

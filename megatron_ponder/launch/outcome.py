@@ -3,9 +3,7 @@ recorded exit codes and whether the batch script was asked to stop (SIGUSR1)."""
 
 from __future__ import annotations
 
-from megatron_ponder.training.signals import EXIT_REQUEUE
-
-EXIT_BAD_INPUT = 2
+from megatron_ponder.run.exit_codes import EXIT_BAD_INPUT, EXIT_DONE, EXIT_REQUEUE
 
 COMPLETED = "completed"
 REQUEUE = "requeue"
@@ -31,7 +29,7 @@ def decide(launcher_rc: int, codes: dict[int, int], stop_requested: bool,
       codes") had trained nothing, so the attempt lost nothing and running again is safe.
     - failed: anything else (a crash, a kill, a rank that finished while another did not).
     """
-    if launcher_rc == 0:
+    if launcher_rc == EXIT_DONE:
         return COMPLETED
     values = set(codes.values())
     if EXIT_BAD_INPUT in values or launcher_rc == EXIT_BAD_INPUT:

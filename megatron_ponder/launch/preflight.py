@@ -10,7 +10,7 @@ from pathlib import Path
 
 from megatron_ponder.config import Config, ConfigError, load_config
 from megatron_ponder.parallel.layout import check_layout
-from megatron_ponder.training.run_lock import RunLock
+from megatron_ponder.run.lock import RunLock
 
 
 def check_job_layout(cfg: Config, nodes: int, procs_per_node: int) -> None:

@@ -16,14 +16,13 @@ from megatron_ponder.data.batches import batch_for_step
 from megatron_ponder.data.datasets import build_datasets
 from megatron_ponder.data.tokenizer import Tokenizer
 from megatron_ponder.inference.budget import BudgetError, Calibrator, all_kept_flops
-from megatron_ponder.inference.checkpoint_io import load_model_state
 from megatron_ponder.inference.heldout import heldout_batches
 from megatron_ponder.inference.ppl_sweep import score_at_taus
 from megatron_ponder.model import build_model
-from megatron_ponder.model.checkpoint_files import latest_step, step_path
 from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.ponder.flops import DecoderShape
 from megatron_ponder.ponder.registry import VANILLA
+from megatron_ponder.run.checkpoint_read import latest_step, load_model_state, step_path
 from megatron_ponder.sweeps.records import SCHEMA
 from megatron_ponder.sweeps.spec import RunSpec, Sweep, SweepError
 from megatron_ponder.sweeps.usage import USAGE_FILE, read_usage

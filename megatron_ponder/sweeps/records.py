@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from megatron_ponder.ponder.registry import method_class
-from megatron_ponder.run_layout import write_atomically
+from megatron_ponder.run.layout import write_atomically
 
 SCHEMA = 2
 POINT_KEYS = ("size", "method", "k", "lambda", "seed")

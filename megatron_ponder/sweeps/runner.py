@@ -15,15 +15,15 @@ from pathlib import Path
 import yaml
 
 from megatron_ponder.config import config_to_dict
-from megatron_ponder.run_layout import write_atomically
+from megatron_ponder.run.checkpoint_read import latest_step
+from megatron_ponder.run.exit_codes import EXIT_DONE, EXIT_REQUEUE
+from megatron_ponder.run.layout import write_atomically
 from megatron_ponder.sweeps.evaluate import evaluate_run
 from megatron_ponder.sweeps.records import write_record
 from megatron_ponder.sweeps.spec import RunSpec, Sweep
 from megatron_ponder.sweeps.usage import USAGE_FILE, call_measured
-from megatron_ponder.training.checkpoint import Checkpointer
 
 REPO = Path(__file__).resolve().parents[2]
-EXIT_REQUEUE = 3  # the trainer's "stopped after saving; run again to resume"
 
 
 class RunFailed(RuntimeError):
@@ -33,7 +33,7 @@ class RunFailed(RuntimeError):
 
 
 def trained_steps(sweep: Sweep, run: RunSpec) -> int:
-    step = Checkpointer(sweep.run_dir(run) / "checkpoints", 1).latest_step()
+    step = latest_step(sweep.run_dir(run) / "checkpoints")
     return step or 0
 
 
@@ -93,7 +93,7 @@ def train(sweep: Sweep, run: RunSpec, threads: int | None) -> None:
     if code == EXIT_REQUEUE:
         raise RunFailed(f"{run.run_id}: training stopped early after saving a checkpoint; run "
                         "the same sweep command again to resume", code)
-    if code != 0:
+    if code != EXIT_DONE:
         raise RunFailed(f"{run.run_id}: training failed with exit code {code} (recipe "
                         f"{recipe}; its log is above)", code)
 

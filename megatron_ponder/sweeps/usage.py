@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from megatron_ponder.run_layout import write_atomically
+from megatron_ponder.run.layout import write_atomically
 
 USAGE_FILE = "train_usage.json"
 

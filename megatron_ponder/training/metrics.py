@@ -21,7 +21,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from megatron_ponder.config import Config, WandbMode, config_to_dict
-from megatron_ponder.run_layout import METRICS_FILE
+from megatron_ponder.run.layout import METRICS_FILE
 
 NONFINITE = "nonfinite"
 

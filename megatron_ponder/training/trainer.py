@@ -27,15 +27,17 @@ from megatron_ponder.parallel import initialize_parallel
 from megatron_ponder.parallel.grads import allreduce_tensor_parallel_partial_grads
 from megatron_ponder.parallel.pipeline import pipeline_step
 from megatron_ponder.ponder.flops import DecoderShape
-from megatron_ponder.run_layout import check_writable_dir
-from megatron_ponder.training.checkpoint import Checkpointer, CheckpointError, read_unverified
+from megatron_ponder.run.checkpoint_read import CheckpointError, read_unverified
+from megatron_ponder.run.checkpoint_write import Checkpointer
+from megatron_ponder.run.exit_codes import EXIT_DONE, EXIT_REQUEUE
+from megatron_ponder.run.layout import check_writable_dir
+from megatron_ponder.run.lock import lock_run
+from megatron_ponder.run.signals import StopRequest
 from megatron_ponder.training.engines import build_engine, data_parallel_mean
 from megatron_ponder.training.evaluate import evaluate
 from megatron_ponder.training.metrics import MetricsLogger
 from megatron_ponder.training.optim import build_scheduler, resume_changes
 from megatron_ponder.training.precision import backward_autocast, forward_autocast
-from megatron_ponder.training.run_lock import lock_run
-from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE, StopRequest
 from megatron_ponder.training.throughput import mfu, peak_flops
 
 

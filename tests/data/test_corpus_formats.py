@@ -139,7 +139,7 @@ def test_training_runs_on_the_merged_corpus(corpus_docs, tmp_path):
     from tiny_runs import run_dict
 
     from megatron_ponder.config import config_from_dict
-    from megatron_ponder.training.signals import EXIT_DONE
+    from megatron_ponder.run.exit_codes import EXIT_DONE
     from megatron_ponder.training.trainer import Trainer
 
     _, tok, docs = corpus_docs

@@ -25,7 +25,7 @@ def train_cli(capsys):
 @pytest.fixture
 def trained(tiny_run, tmp_path):
     """A finished 3-step run: (output directory, digest of its checkpoints)."""
-    from megatron_ponder.training.signals import EXIT_DONE
+    from megatron_ponder.run.exit_codes import EXIT_DONE
     from megatron_ponder.training.trainer import Trainer
 
     out = tmp_path / "run"
@@ -38,9 +38,9 @@ def saved_run(tiny_data, tmp_path_factory) -> Path:
     """A run directory holding one checkpoint (step 3, the tiny model's initial weights and
     a fresh optimizer state), saved without training. Tests must leave it unchanged."""
     from megatron_ponder.config import config_from_dict
-    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
+    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
     from tiny_runs import run_dict
 
     out = tmp_path_factory.mktemp("saved") / "run"

@@ -46,8 +46,8 @@ def weights(model) -> dict:
 
 def test_local_spec_checkpoint_resumes_on_a_spec_with_extra_state_and_back(
         trained, tiny_run, monkeypatch):
-    from megatron_ponder.inference.checkpoint_io import load_model
-    from megatron_ponder.training.signals import EXIT_DONE
+    from megatron_ponder.inference.model_loading import load_model
+    from megatron_ponder.run.exit_codes import EXIT_DONE
     from megatron_ponder.training.trainer import Trainer
 
     out, _ = trained  # local spec, saved at step 3
@@ -80,8 +80,8 @@ def test_local_spec_checkpoint_resumes_on_a_spec_with_extra_state_and_back(
 
 def test_a_required_key_the_checkpoint_lacks_is_still_an_error(trained, monkeypatch):
     """Tolerating `_extra_state` must not tolerate anything else: a new weight is refused."""
-    from megatron_ponder.inference.checkpoint_io import load_model
-    from megatron_ponder.model.checkpoint_files import CheckpointError
+    from megatron_ponder.inference.model_loading import load_model
+    from megatron_ponder.run.checkpoint_read import CheckpointError
 
     class SwiGLUWithAWeight(SwiGLU):
         def __init__(self, *args, **kwargs):

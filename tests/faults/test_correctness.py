@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from factories import tiny_config
 from megatron_ponder.data.batches import batch_for_step
 from megatron_ponder.model.ponder_lm import PonderLM
-from megatron_ponder.training.checkpoint import Checkpointer
+from megatron_ponder.run.checkpoint_write import Checkpointer
+from megatron_ponder.run.exit_codes import EXIT_DONE, EXIT_REQUEUE
 from megatron_ponder.training.evaluate import evaluate
-from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE
 from megatron_ponder.training.trainer import NonFiniteError, Trainer
 
 LAMBDA = 0.5  # large, so that a penalty inside a reported loss cannot hide in the tolerance

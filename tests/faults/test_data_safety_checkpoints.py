@@ -17,8 +17,8 @@ from damaged_runs import SHARD, copy_run, flip_byte
 from threads import _one_thread  # noqa: F401 (autouse fixture)
 from tiny_runs import ROOT, run_dict
 from megatron_ponder.config import config_from_dict
-from megatron_ponder.model.checkpoint_files import CheckpointError
-from megatron_ponder.model.checkpoint_manifest import MANIFEST, file_digest
+from megatron_ponder.run.checkpoint_read import CheckpointError
+from megatron_ponder.run.manifest import MANIFEST, file_digest
 from megatron_ponder.training.trainer import Trainer
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -127,7 +127,7 @@ def test_reshard_of_a_truncated_checkpoint_gets_a_reshard_hint(trained, tmp_path
 def test_a_checkpoint_damaged_by_load_time_is_caught_once_per_process(trained, tmp_path):
     """The verification is memoised per manifest: a tool's several reads hash once, but a
     checkpoint re-saved under the same name is verified again."""
-    from megatron_ponder.model.checkpoint_files import verify_checkpoint
+    from megatron_ponder.run.checkpoint_read import verify_checkpoint
 
     run = copy_run(trained, tmp_path)
     step = run / "checkpoints" / "step_0000003"

@@ -12,8 +12,8 @@ import pytest
 from tiny_runs import launch_trainer, torchrun, wait_for
 from megatron_ponder.config import ConfigError
 from megatron_ponder.launch.preflight import preflight
+from megatron_ponder.run.exit_codes import EXIT_DONE
 from megatron_ponder.train import main
-from megatron_ponder.training.signals import EXIT_DONE
 
 
 def test_a_second_trainer_refuses_and_a_killed_ones_lock_does_not_block(

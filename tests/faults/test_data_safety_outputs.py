@@ -16,7 +16,7 @@ import yaml
 from threads import _one_thread  # noqa: F401 (autouse fixture)
 from tiny_runs import ROOT, run_dict
 from megatron_ponder.config import ConfigError, config_from_dict
-from megatron_ponder.run_layout import check_export_output, check_output_dir, check_output_file
+from megatron_ponder.run.layout import check_export_output, check_output_dir, check_output_file
 
 sys.path.insert(0, str(ROOT / "tools"))
 import convert_checkpoint as convert_tool  # noqa: E402
@@ -30,9 +30,9 @@ import sweep as sweep_tool  # noqa: E402
 @pytest.fixture
 def run(tiny_data, tmp_path) -> Path:
     """A run directory as the trainer leaves it: config, metrics and a step-2 checkpoint."""
-    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
     from megatron_ponder.model import build_model
     from megatron_ponder.parallel import initialize_parallel
+    from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
 
     out = tmp_path / "run"
     data = run_dict(tiny_data, out, steps=2)

@@ -12,7 +12,7 @@ import textwrap
 import psutil
 
 from tiny_runs import ROOT, launch_trainer, wait_for
-from megatron_ponder.training.checkpoint import WRITER_DELAY_ENV
+from megatron_ponder.run.checkpoint_write import WRITER_DELAY_ENV
 
 
 def test_sigkill_in_the_middle_of_a_save_leaves_no_process_behind(tiny_recipe, tmp_path):
@@ -52,8 +52,8 @@ def test_a_forked_child_of_a_saver_takes_sigterm(tmp_path):
     """The trainer's stop handler only sets a flag; a child that inherited it ignored kill."""
     script = textwrap.dedent("""
         import multiprocessing, os, signal, sys, time
-        from megatron_ponder.training.child_processes import die_with_parent
-        from megatron_ponder.training.signals import StopRequest
+        from megatron_ponder.run.child_processes import die_with_parent
+        from megatron_ponder.run.signals import StopRequest
 
         stop = StopRequest()
         die_with_parent()

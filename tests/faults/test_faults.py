@@ -13,8 +13,8 @@ import pytest
 
 from tiny_runs import read_metrics
 from megatron_ponder.model.ponder_lm import PonderLM
-from megatron_ponder.training.checkpoint import SAVE_DELAY_ENV, Checkpointer
-from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE
+from megatron_ponder.run.checkpoint_write import SAVE_DELAY_ENV, Checkpointer
+from megatron_ponder.run.exit_codes import EXIT_DONE, EXIT_REQUEUE
 from megatron_ponder.training.trainer import NonFiniteError, Trainer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -68,8 +68,8 @@ def test_unknown_peak_reports_no_mfu():
 def test_a_run_on_an_unknown_gpu_trains_and_logs_no_mfu(tiny_run, tmp_path, monkeypatch, capsys):
     """The trainer with the peak an unknown GPU gets (None): it trains, metrics.jsonl says
     "mfu": null and the log line "MFU n/a" (before: the run ended at set-up)."""
+    from megatron_ponder.run.exit_codes import EXIT_DONE
     from megatron_ponder.training import trainer as trainer_module
-    from megatron_ponder.training.signals import EXIT_DONE
     from tiny_runs import read_metrics
 
     monkeypatch.setattr(trainer_module, "peak_flops", lambda override: None)

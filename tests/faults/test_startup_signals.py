@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from megatron_ponder.training.signals import EXIT_REQUEUE, StopRequest
+from megatron_ponder.run.exit_codes import EXIT_REQUEUE
+from megatron_ponder.run.signals import StopRequest
 from megatron_ponder.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from filesystems import tree_digest
 from threads import _one_thread  # noqa: F401 (autouse fixture)
 from tiny_runs import ROOT, run_dict
 from megatron_ponder.config import config_from_dict
-from megatron_ponder.model.checkpoint_manifest import MANIFEST
+from megatron_ponder.run.manifest import MANIFEST
 from megatron_ponder.training.trainer import Trainer
 
 sys.path.insert(0, str(ROOT / "tools"))

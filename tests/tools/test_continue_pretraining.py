@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from megatron_ponder.config import load_config
-from megatron_ponder.inference.checkpoint_io import load_model
+from megatron_ponder.inference.model_loading import load_model
+from megatron_ponder.run.exit_codes import EXIT_DONE, EXIT_REQUEUE
 from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
-from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE
 from megatron_ponder.training.trainer import Trainer
 from stock_models import save_stock
 from tiny_runs import read_metrics

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from checkpoints import make_checkpoint, tiny_tool_config
-from megatron_ponder.inference.checkpoint_io import checkpoint_config, load_model
+from megatron_ponder.inference.model_loading import load_model
 from megatron_ponder.model import build_model
 from megatron_ponder.parallel import initialize_parallel
+from megatron_ponder.run.checkpoint_read import checkpoint_config
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 sys.path.insert(0, str(TOOLS))
@@ -55,7 +56,7 @@ def trained_run(root: Path, tokenizer: str) -> Path:
     """A TP-1 run at step 2 whose AdamW moments and schedule have moved (two real steps), so
     the round trip is checked on non-trivial optimizer state too."""
     from megatron_ponder.config import config_to_dict
-    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.run.checkpoint_write import Checkpointer
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.optim import build_scheduler
 
@@ -80,8 +81,8 @@ def trained_run(root: Path, tokenizer: str) -> Path:
 def contents(run: Path) -> dict[str, torch.Tensor]:
     """Everything a resume restores, loaded in this process (TP 1): parameters, AdamW moments
     per parameter, AdamW's step, the schedule position and the train state."""
-    from megatron_ponder.inference.checkpoint_io import resolve_checkpoint
-    from megatron_ponder.training.checkpoint import Checkpointer
+    from megatron_ponder.run.checkpoint_read import resolve_checkpoint
+    from megatron_ponder.run.checkpoint_write import Checkpointer
     from megatron_ponder.training.engines import build_engine
     from megatron_ponder.training.optim import build_scheduler
 

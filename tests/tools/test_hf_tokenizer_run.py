@@ -35,7 +35,7 @@ def hf_run(tmp_path_factory):
     """(tokenizer, corpus documents, run directory) after a 6-step run on BPE-tokenised data."""
     from megatron_ponder.config import config_from_dict
     from megatron_ponder.data.corpus import write_default_corpus
-    from megatron_ponder.training.signals import EXIT_DONE
+    from megatron_ponder.run.exit_codes import EXIT_DONE
     from megatron_ponder.training.trainer import Trainer
     from tiny_runs import run_dict
 
@@ -78,8 +78,8 @@ def test_training_on_bpe_tokens_learns(hf_run):
 
 
 def test_eval_ppl_and_generate_use_the_bpe_tokenizer(hf_run, tmp_path, capsys):
-    from megatron_ponder.inference.checkpoint_io import load_model
     from megatron_ponder.inference.decoding import generate
+    from megatron_ponder.inference.model_loading import load_model
 
     tok, _, run = hf_run
     out = tmp_path / "ppl.json"

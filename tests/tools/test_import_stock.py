@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from megatron_ponder.export.hf_folder import read_weights
-from megatron_ponder.inference.checkpoint_io import checkpoint_config, load_model
+from megatron_ponder.inference.model_loading import load_model
 from megatron_ponder.inference.scoring import hard_forward
+from megatron_ponder.run.checkpoint_read import checkpoint_config
 from routers import randomise_router
 from megatron_ponder.training.initial_checkpoint import save_training_checkpoint
 from stock_models import ORIGINAL_CONTEXT, save_stock

@@ -50,7 +50,7 @@ def continued(tmp_path_factory, tool_tokenizer):
     """(HF folder, run, export, corpus documents) after import, 20 steps and export."""
     from megatron_ponder.config import load_config
     from megatron_ponder.data.corpus import write_default_corpus
-    from megatron_ponder.training.signals import EXIT_DONE
+    from megatron_ponder.run.exit_codes import EXIT_DONE
     from megatron_ponder.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("llama3_bpe")
@@ -111,7 +111,7 @@ def test_the_export_ships_the_tokenizer_unchanged_and_autotokenizer_agrees(conti
 def test_the_export_equals_the_megatron_model(continued, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from megatron_ponder.inference.checkpoint_io import load_model
+    from megatron_ponder.inference.model_loading import load_model
 
     _, run, export, _ = continued
     model, _ = load_model(run, device="cpu")
@@ -167,7 +167,7 @@ def loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
 def test_lm_eval_scores_the_export(continued, tmp_path):
     from transformers import AutoTokenizer
 
-    from megatron_ponder.inference.checkpoint_io import load_model
+    from megatron_ponder.inference.model_loading import load_model
 
     _, run, export, _ = continued
     data = tmp_path / "docs.jsonl"

@@ -9,7 +9,7 @@ import pytest
 
 from distributed import run_distributed
 from megatron_ponder.config import config_from_dict
-from megatron_ponder.training.signals import EXIT_DONE
+from megatron_ponder.run.exit_codes import EXIT_DONE
 from megatron_ponder.training.trainer import Trainer
 from tiny_runs import read_metrics, resume_from, run_dict, train_runs
 

@@ -19,8 +19,8 @@ import torch.distributed as dist
 
 from distributed import run_distributed
 from megatron_ponder.config import config_from_dict
+from megatron_ponder.run.exit_codes import EXIT_DONE
 from megatron_ponder.training.engines.megatron_ddp import MegatronEngine
-from megatron_ponder.training.signals import EXIT_DONE
 from megatron_ponder.training.trainer import Trainer
 from tiny_runs import read_metrics, resume_from, run_dict
 

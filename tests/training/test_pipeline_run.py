@@ -5,7 +5,7 @@ under NCCL's point-to-point rules (PONDER_STRICT_COMMS=1, TORCH_DISTRIBUTED_DEBU
 
 import shutil
 
-from megatron_ponder.training.signals import EXIT_DONE
+from megatron_ponder.run.exit_codes import EXIT_DONE
 from megatron_ponder.training.trainer import Trainer
 from distributed import STRICT_COMMS
 from tiny_runs import read_metrics, torchrun

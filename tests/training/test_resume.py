@@ -4,8 +4,8 @@ piece of saved state), as Megatron's resume test does, plus the state diff key b
 import torch
 
 from tiny_runs import read_metrics
-from megatron_ponder.training.checkpoint import Checkpointer
-from megatron_ponder.training.signals import EXIT_DONE, EXIT_REQUEUE
+from megatron_ponder.run.checkpoint_write import Checkpointer
+from megatron_ponder.run.exit_codes import EXIT_DONE, EXIT_REQUEUE
 from megatron_ponder.training.trainer import Trainer
 
 N = 3

@@ -4,7 +4,7 @@ trajectory, resumes from its own (sharded) checkpoint, and checkpoints reshard b
 
 import shutil
 
-from megatron_ponder.training.signals import EXIT_DONE
+from megatron_ponder.run.exit_codes import EXIT_DONE
 from megatron_ponder.training.trainer import Trainer
 from tiny_runs import read_metrics, torchrun
 

@@ -21,6 +21,7 @@ from megatron.core.dist_checkpointing.optimizer import (
 
 from megatron_ponder.comm_device import comm_tensor
 from megatron_ponder.config import Config
+from megatron_ponder.training.cpu_shims import cuda_calls_resolve_to_cpu
 from megatron_ponder.training.optim import build_optimizer, clip_gradients, grad_norm
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
@@ -94,6 +95,11 @@ class Engine:
         """Context in which every parameter holds its full (TP-local) tensor, for saving and,
         with modify=True, loading the model; only ZeRO-3 partitions parameters."""
         return contextlib.nullcontext()
+
+    def megatron_calls(self):
+        """Context for megatron-core's own calls on this engine's tensors (a checkpoint save,
+        run/checkpoint_write.py): without CUDA their literal CUDA calls resolve to the CPU."""
+        return cuda_calls_resolve_to_cpu()
 
     def _params(self) -> list[torch.nn.Parameter]:
         return [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -1,4 +1,8 @@
-"""Per-rank exit codes, written where a batch script can read them after torchrun.
+"""A run's exit codes, defined here once, and where each rank records its own.
+
+The trainer (`python -m megatron_ponder.train`), the tools, the sweep runner and the batch
+launcher (megatron_ponder/launch) exit with these; the batch scripts (slurm/*.sbatch) and
+README "exit codes" name the same numbers and this file.
 
 torchrun turns a child's exit code 3 ("stopped after saving, run again") into its own 1,
 the same code as a crash, so each rank writes its code into PONDER_EXIT_CODE_DIR (shared by
@@ -12,7 +16,16 @@ import os
 import socket
 from pathlib import Path
 
-from megatron_ponder.run_layout import write_atomically
+from megatron_ponder.run.layout import write_atomically
+
+EXIT_DONE = 0  # all train.steps ran; a tool did its work
+EXIT_FAILED = 1  # anything else: a non-finite loss, a crash, a full disk
+EXIT_BAD_INPUT = 2  # a recipe, data, checkpoint or argument was refused: running again cannot help
+EXIT_REQUEUE = 3  # stopped early by a signal, the wall-time limit or train.exit_interval;
+#                   a checkpoint of the current step was saved: run the same command again
+# Not ours: a process SIGTERM ended before its handlers existed (the interpreter's own start)
+# dies of the signal, which a shell reports as 128 + 15 (README "exit codes").
+EXIT_SIGTERM = 143
 
 ENV_DIR = "PONDER_EXIT_CODE_DIR"
 

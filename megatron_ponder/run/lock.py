@@ -27,7 +27,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from megatron_ponder.config import ConfigError
-from megatron_ponder.run_layout import LOCK_FILE
+from megatron_ponder.run.layout import LOCK_FILE
 
 
 class RunLock:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch.distributed as dist
 import xxhash
 
-from megatron_ponder.run_layout import MANIFEST
+from megatron_ponder.run.layout import MANIFEST
 
 ALGORITHM = "xxh3_128"
 FORMAT = 1

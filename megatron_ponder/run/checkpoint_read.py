@@ -1,14 +1,19 @@
 """A trainer checkpoint on disk, read: where its steps are, its manifest verified, its common
 state and a model's sharded state loaded from it. The contract between the trainer, which
-writes checkpoints (training/checkpoint.py), and everything that reads them (inference,
-sweeps, tools). The layout's names are run_layout.py's.
+writes checkpoints (checkpoint_write.py), and everything that reads them (inference,
+sweeps, tools). The layout's names are layout.py's.
 
 Every read goes through `read_common` or `load_sharded`, which verify the manifest first
-(checkpoint_manifest.py): a damaged checkpoint is a CheckpointError naming its files, never
+(manifest.py): a damaged checkpoint is a CheckpointError naming its files, never
 data loaded silently. A checkpoint without a manifest is refused too (a partial copy or a sync
 that skipped small files looks exactly like one saved before manifests existed) unless the
 caller opts in for this run (`allow_unverified`: train.allow_unverified_checkpoint,
 the tools' --allow-unverified); `verify_checkpoint` is the one place that decides.
+
+A path a user gives (a tool's argument) is a step directory, a run's `checkpoints/` directory
+or the run's output directory (`resolve_checkpoint`: the newest complete step of those);
+`checkpoint_config` and `load_model_state` read a model's config and tensors from it at any
+layout (the tensors carry their shard layout, the config travels in the common state).
 
 Errors name the checkpoint and the reason on one line; with PONDER_DEBUG=1 the traceback of
 the underlying failure is printed to stderr as well.
@@ -25,8 +30,9 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.validation import StrictHandling
 
-from megatron_ponder.model import checkpoint_manifest
-from megatron_ponder.run_layout import STEP_DIR, TRACKER
+from megatron_ponder.config import Config, config_from_dict
+from megatron_ponder.run import manifest as checkpoint_manifest
+from megatron_ponder.run.layout import STEP_DIR, TRACKER
 
 
 class CheckpointError(RuntimeError):
@@ -182,3 +188,34 @@ def load_model_tensors(model, state_dict: dict) -> None:
     if missing or result.unexpected_keys:
         raise CheckpointError(f"the checkpoint's model state does not fit this model: missing "
                               f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    path = Path(path)
+    if (path / "metadata.json").is_file():
+        return path
+    for directory in (path, path / "checkpoints"):
+        step = latest_step(directory)
+        if step is not None:
+            return step_path(directory, step)
+    raise CheckpointError(
+        f"{path} is not a checkpoint: expected a step_XXXXXXX directory holding metadata.json, "
+        f"a checkpoints/ directory, or a training run's output directory")
+
+
+def checkpoint_config(path: str | Path, overrides: list[str] = (),
+                      allow_unverified: bool = False) -> Config:
+    """The config saved with the checkpoint, at a single-process layout (TP 1), plus overrides."""
+    common = read_common(resolve_checkpoint(path), allow_unverified)
+    saved = dict(common["config"])
+    saved["parallel"] = {}  # layout of this process, not of the run that saved it
+    return config_from_dict(saved, list(overrides))
+
+
+def load_model_state(model, path: str | Path, allow_unverified: bool = False) -> None:
+    """Fill `model` (any layout) from the checkpoint's model tensors."""
+    path = resolve_checkpoint(path)
+    state = load_sharded({"model": model.sharded_state_dict()}, path,
+                         "a shard file may be missing or the checkpoint incomplete",
+                         allow_unverified)
+    load_model_tensors(model, state["model"])

@@ -30,6 +30,8 @@ import signal
 import sys
 import threading
 
+from megatron.core.dist_checkpointing.strategies import filesystem_async
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # the trainer's StopRequest handles these
 
@@ -78,7 +80,5 @@ def writer_results_in_process() -> None:
     """megatron's module-level results queue of the synchronous save: an in-process queue
     rather than a Manager server process (the writer's proxy puts and the finalize step
     gets, both in this process). A no-op if megatron already made one or renamed it."""
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
-
     if getattr(filesystem_async, "_results_queue", "absent") is None:
         filesystem_async._results_queue = queue.Queue()

@@ -1,18 +1,14 @@
 """Stop requests: SIGTERM / SIGUSR1 (Slurm's warning signal) and a wall-time limit.
 
 A signal only sets a flag; the trainer finishes the current step, saves a checkpoint and
-exits with EXIT_REQUEUE, so a batch script can requeue the job and the next run resumes.
+exits with EXIT_REQUEUE (exit_codes.py), so a batch script can requeue the job and the next
+run resumes. Light (no torch): train.py installs it before its heavy imports.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-
-# Exit codes of `python -m megatron_ponder.train` (documented in the README):
-EXIT_DONE = 0  # all train.steps ran
-EXIT_REQUEUE = 3  # stopped early by a signal, the wall-time limit or train.exit_interval;
-#                   a checkpoint of the current step was saved: run the same command again
 
 
 class StopRequest:

@@ -1,12 +1,16 @@
 """Atomic, resumable checkpoints with megatron-core dist_checkpointing.
 
-Layout (run_layout.py; read by model/checkpoint_files.py, which inference reads through
-too): `<output_dir>/checkpoints/` holds `step_XXXXXXX/` directories and a tracker file naming
+Layout (layout.py; read by checkpoint_read.py, which inference reads through too):
+`<output_dir>/checkpoints/` holds `step_XXXXXXX/` directories and a tracker file naming
 the newest complete one. A save writes into `step_XXXXXXX.tmp/`, adds `manifest.json`
-(checksums of every file, model/checkpoint_manifest.py), renames it to its final name only
-when every rank has finished, and then replaces the tracker file; a crash at any point leaves
-the previous checkpoint and tracker untouched. The last `keep` checkpoints are kept. Every
-read verifies the manifest first (checkpoint_files.read_common / load_sharded).
+(checksums of every file, manifest.py), renames it to its final name only when every rank
+has finished, and then replaces the tracker file; a crash at any point leaves the previous
+checkpoint and tracker untouched. The last `keep` checkpoints are kept. Every read verifies
+the manifest first (checkpoint_read.read_common / load_sharded).
+
+The engine (training/engines) is what a save reads the model and optimizer through, and it
+also gives the context megatron's own calls run in (`engine.megatron_calls()`: on a machine
+without CUDA, training/cpu_shims.py), so this package does not import training.
 """
 
 from __future__ import annotations
@@ -27,14 +31,13 @@ from megatron.core import dist_checkpointing
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
 
-from megatron_ponder.model import checkpoint_manifest
-from megatron_ponder.model.checkpoint_files import (
+from megatron_ponder.run import manifest as checkpoint_manifest
+from megatron_ponder.run.checkpoint_read import (
     DEBUG_ENV, CheckpointError, complete_steps, latest_step, load_model_tensors, load_sharded,
-    one_line_reason, rank, read_common, read_unverified, resume_candidates, step_path,
+    one_line_reason, rank, read_common, resume_candidates, step_path,
 )
-from megatron_ponder.run_layout import TRACKER
-from megatron_ponder.training.child_processes import die_with_parent, writer_results_in_process
-from megatron_ponder.training.cpu_shims import cuda_calls_resolve_to_cpu
+from megatron_ponder.run.child_processes import die_with_parent, writer_results_in_process
+from megatron_ponder.run.layout import TRACKER
 
 # Fault injection for the crash-during-save test: seconds to sleep with the checkpoint
 # half written (files in the temporary directory, not yet renamed).
@@ -189,7 +192,7 @@ class Checkpointer:
                 tmp.mkdir()
             _barrier()
             strategy = TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1)
-            with engine.full_parameters(), cuda_calls_resolve_to_cpu(), \
+            with engine.full_parameters(), engine.megatron_calls(), \
                     _write_errors_reported_by_us():
                 state = sharded_state(engine, scheduler, train_state, config)
                 dist_checkpointing.save(state, str(tmp), sharded_strategy=strategy)

@@ -54,7 +54,9 @@ def write_atomically(path: str | Path, data: str | bytes) -> None:
 
 
 def _refuse(message: str):
-    from megatron_ponder.config import ConfigError  # imports torch: only when refusing
+    # The light tools (plot_pareto, the sweep CLI's --help) would otherwise load torch just
+    # to check a path. defer: torch (config imports it), only when refusing
+    from megatron_ponder.config import ConfigError
 
     raise ConfigError(message)
 
