@@ -1,4 +1,4 @@
-"""Dependencies between the package's parts point one way (architecture.md):
+"""Dependencies between the package's parts point one way (docs/architecture.md):
 ponder, attention <- config <- run, comm_device, memory <- data, parallel, model <- training,
 inference, export, launch <- sweeps <- the entry points (train.py, demo.py). Every import counts,
 also those inside functions. No file imports itself back through others, and an import inside a
@@ -14,11 +14,11 @@ LEVEL = {
     "config": 1,
     "run": 2,  # a run's life: layout, lock, signals, checkpoints, exit codes
     "comm_device": 2,  # the device of tensors handed to torch.distributed: model/ needs it too
+    "memory": 2,  # the memory planner: reads configs and method programs
     "data": 3, "parallel": 3, "model": 3,
     "training": 4, "inference": 4, "export": 4,
     "launch": 4,  # the batch scripts' helpers: the exit codes and the lock come from run/
     "sweeps": 5,
-    "memory": 2,  # the memory planner: reads configs and method programs
     "demo": 6, "train": 6,  # the entry points
 }
 
@@ -190,3 +190,31 @@ def test_no_file_imports_itself_back():
     """No module A imports B that (at any depth) imports A, also through imports inside
     functions: a circle is code in the wrong file (sweeps/usage.py broke runner <-> evaluate)."""
     assert import_cycles() == []
+
+
+# --- docs/architecture.md and the README's layout describe this house ---
+
+def _documented_levels() -> dict[str, int]:
+    """The import-level table of docs/architecture.md: | level | `part`, `part` |."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    levels = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].isdigit():
+            for part in cells[1].split(","):
+                levels[part.split("(")[0].strip().strip("`")] = int(cells[0])
+    return levels
+
+
+def test_architecture_doc_states_the_enforced_levels():
+    assert _documented_levels() == LEVEL
+
+
+def test_architecture_doc_and_readme_name_every_part():
+    parts = {part_of(p) for p in PACKAGE.rglob("*.py")} - {"__init__"}
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("Imports point one way")]
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    for name, text in (("README.md's Layout", layout), ("docs/architecture.md", architecture)):
+        missing = sorted(p for p in parts if f"{p}/" not in text and f"{p}.py" not in text)
+        assert missing == [], f"{name} does not describe {missing}"
