@@ -186,6 +186,31 @@ def flatten(value, prefix: str = "") -> dict:
     return {prefix[:-1]: value}
 
 
+def dcp_metadata_digest(path: Path, paths: Paths) -> str:
+    """torch DCP's .metadata without its save_id, a uuid4 drawn at every save, and with the
+    run's paths in its checkpoint_id replaced."""
+    import dataclasses
+    import pickle
+
+    with path.open("rb") as file:
+        metadata = pickle.load(file)
+    if getattr(metadata, "storage_meta", None) is not None:
+        meta = metadata.storage_meta
+        metadata.storage_meta = dataclasses.replace(
+            meta, save_id=None, checkpoint_id=paths(str(meta.checkpoint_id)))
+    return sha(pickle.dumps(metadata, protocol=4))
+
+
+def manifest_digest(path: Path) -> str:
+    """manifest.json without the checksum of .metadata (its save_id differs every save;
+    the size stays, and .metadata's content is compared without the id above)."""
+    manifest = json.loads(path.read_text())
+    entry = manifest.get("files", {}).get(".metadata")
+    if isinstance(entry, dict):
+        manifest["files"][".metadata"] = {k: v for k, v in entry.items() if k == "bytes"}
+    return sha(canonical(manifest).encode())
+
+
 def hash_checkpoint(step_dir: Path, paths: Paths, dropped: set) -> dict:
     """Every tensor of a dist_checkpointing step directory by name (loaded through torch's
     own DCP reader, no project code), common.pt by key, and every file's bytes."""
@@ -194,7 +219,13 @@ def hash_checkpoint(step_dir: Path, paths: Paths, dropped: set) -> dict:
 
     items = {}
     for file in sorted(p for p in step_dir.rglob("*") if p.is_file()):
-        items[f"file {file.relative_to(step_dir)}"] = hash_file(file, paths, dropped)
+        if file.name == ".metadata":
+            digest = dcp_metadata_digest(file, paths)
+        elif file.name == "manifest.json":
+            digest = manifest_digest(file)
+        else:
+            digest = hash_file(file, paths, dropped)
+        items[f"file {file.relative_to(step_dir)}"] = digest
     with tempfile.TemporaryDirectory() as tmp:
         merged = Path(tmp) / "all.pt"
         dcp_to_torch_save(step_dir, merged)
