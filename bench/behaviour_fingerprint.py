@@ -52,7 +52,13 @@ TIMEOUT_S = 1800  # per command; a hang is a difference too, reported as exit "t
 # Keys of metrics.jsonl and sweep records whose values are wall-clock or machine-load
 # measurements (dropped there only: elsewhere a key named "time" may be a vocabulary entry).
 TIME_KEYS = {"time", "step_s", "tokens_per_s", "mfu", "cpu_s", "peak_rss_mib",
-             "evaluation_cpu_s"}
+             "evaluation_cpu_s", "mtime_ns"}
+# Cache file names keyed by a hash of a description that holds absolute paths.
+CACHE_KEY = re.compile(r"[0-9a-f]{16,}")
+# The trainer saves Python's and NumPy's global RNG states with each checkpoint but never
+# seeds them (only torch's): they come from OS entropy at start-up, differ between two runs
+# of one commit, and nothing in training draws from them. torch's state is compared.
+UNSEEDED_RNG = ("python", "numpy")
 TIME_PATTERNS = [
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?( ?UTC)?"), "<date>"),
     (re.compile(r"\b\d{8}_\d{6}\b"), "<date>"),
@@ -145,6 +151,8 @@ TEXT_SUFFIXES = {".yaml", ".yml", ".md", ".html", ".txt", ".py", ".vocab", ".svg
 def hash_file(path: Path, paths: Paths, dropped: set, measurements: bool = False) -> str:
     """sha256 of a file's content; text with the run's paths replaced; JSON canonical,
     without the time-like keys if it holds `measurements` (a sweep record)."""
+    if path.name == "manifest.json":
+        return manifest_digest(path)
     if path.suffix == ".json":
         return hash_json_text(paths(path.read_text()), dropped if measurements else None)
     if path.suffix in TEXT_SUFFIXES:
@@ -202,12 +210,12 @@ def dcp_metadata_digest(path: Path, paths: Paths) -> str:
 
 
 def manifest_digest(path: Path) -> str:
-    """manifest.json without the checksum of .metadata (its save_id differs every save;
-    the size stays, and .metadata's content is compared without the id above)."""
+    """manifest.json without the checksums of .metadata (its save_id) and of the .distcp
+    shards (the unseeded RNG states): their sizes stay, their content is compared above."""
     manifest = json.loads(path.read_text())
-    entry = manifest.get("files", {}).get(".metadata")
-    if isinstance(entry, dict):
-        manifest["files"][".metadata"] = {k: v for k, v in entry.items() if k == "bytes"}
+    for name, entry in manifest.get("files", {}).items():
+        if isinstance(entry, dict) and (name == ".metadata" or name.endswith(".distcp")):
+            manifest["files"][name] = {k: v for k, v in entry.items() if k == "bytes"}
     return sha(canonical(manifest).encode())
 
 
@@ -223,6 +231,9 @@ def hash_checkpoint(step_dir: Path, paths: Paths, dropped: set) -> dict:
             digest = dcp_metadata_digest(file, paths)
         elif file.name == "manifest.json":
             digest = manifest_digest(file)
+        elif file.suffix == ".distcp":
+            # Its bytes hold the unseeded RNG states: its tensors are compared one by one.
+            digest = f"{file.stat().st_size} bytes"
         else:
             digest = hash_file(file, paths, dropped)
         items[f"file {file.relative_to(step_dir)}"] = digest
@@ -231,6 +242,12 @@ def hash_checkpoint(step_dir: Path, paths: Paths, dropped: set) -> dict:
         dcp_to_torch_save(step_dir, merged)
         tensors = flatten(torch.load(merged, weights_only=False))
     for name, value in sorted(tensors.items()):
+        if name.startswith("rng_state") and isinstance(value, list):
+            for rank, state in enumerate(value):
+                for part, part_state in sorted(state.items()):
+                    if part not in UNSEEDED_RNG:
+                        items[f"tensor {name}[{rank}].{part}"] = value_digest(part_state)
+            continue
         items[f"tensor {name}"] = value_digest(value)
     common = step_dir / "common.pt"
     if common.exists():
@@ -256,12 +273,15 @@ def hash_run_dir(run: Path, paths: Paths, dropped: set) -> dict:
         rel = path.relative_to(run)
         if rel.parts[0] in RUN_EXCLUDED or not path.is_file():
             continue
+        name = CACHE_KEY.sub("<key>", str(rel))
         if path.name == "metrics.jsonl":
-            items[f"jsonl {rel}"] = hash_jsonl(path, paths, dropped)
+            items[f"jsonl {name}"] = hash_jsonl(path, paths, dropped)
         elif "checkpoints" in rel.parts and any(p.startswith("step_") for p in rel.parts):
             continue  # below, per step directory
         else:
-            items[f"file {rel}"] = hash_file(path, paths, dropped)
+            while f"file {name}" in items:  # two caches of one kind: keep both
+                name += "+"
+            items[f"file {name}"] = hash_file(path, paths, dropped, measurements=True)
     for step_dir in sorted(run.glob("checkpoints/step_*")):
         for key, value in hash_checkpoint(step_dir, paths, dropped).items():
             items[f"{step_dir.relative_to(run)} {key}"] = value
@@ -609,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkout to fingerprint (default: this script's)")
     parser.add_argument("--work", type=Path, default=None,
                         help="empty directory to run in (default: a temporary one, removed)")
-    parser.add_argument("--demo-steps", type=int, default=8,
+    parser.add_argument("--demo-steps", type=int, default=4,
                         help="training steps of the demo part (200 = make demo as shipped)")
     parser.add_argument("--parts", nargs="+", choices=("demo", "train", "tools"),
                         help="only these parts (train needs demo's data; tools need both)")
