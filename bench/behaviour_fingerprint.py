@@ -195,27 +195,32 @@ def flatten(value, prefix: str = "") -> dict:
 
 
 def dcp_metadata_digest(path: Path, paths: Paths) -> str:
-    """torch DCP's .metadata without its save_id, a uuid4 drawn at every save, and with the
-    run's paths in its checkpoint_id replaced."""
+    """torch DCP's .metadata: every entry's name, kind, dtype, shape and chunks, the planner's
+    key paths and the storage meta with the run's paths replaced. Left out: save_id (a uuid4
+    drawn at every save) and storage_data (byte offsets into the shards, which move with the
+    size of the unseeded RNG states' pickles)."""
     import dataclasses
     import pickle
 
     with path.open("rb") as file:
         metadata = pickle.load(file)
-    if getattr(metadata, "storage_meta", None) is not None:
-        meta = metadata.storage_meta
-        metadata.storage_meta = dataclasses.replace(
-            meta, save_id=None, checkpoint_id=paths(str(meta.checkpoint_id)))
-    return sha(pickle.dumps(metadata, protocol=4))
+    meta = getattr(metadata, "storage_meta", None)
+    if meta is not None:
+        meta = dataclasses.replace(meta, save_id=None,
+                                   checkpoint_id=paths(str(meta.checkpoint_id)))
+    kept = (sorted((k, repr(v)) for k, v in metadata.state_dict_metadata.items()),
+            sorted((k, repr(v)) for k, v in (metadata.planner_data or {}).items()),
+            repr(meta))
+    return sha(repr(kept).encode())
 
 
 def manifest_digest(path: Path) -> str:
-    """manifest.json without the checksums of .metadata (its save_id) and of the .distcp
-    shards (the unseeded RNG states): their sizes stay, their content is compared above."""
+    """manifest.json, keeping only the names of .metadata and the .distcp shards (their
+    bytes and sizes move with the unseeded RNG states; their content is compared above)."""
     manifest = json.loads(path.read_text())
     for name, entry in manifest.get("files", {}).items():
         if isinstance(entry, dict) and (name == ".metadata" or name.endswith(".distcp")):
-            manifest["files"][name] = {k: v for k, v in entry.items() if k == "bytes"}
+            manifest["files"][name] = "compared by content"
     return sha(canonical(manifest).encode())
 
 
@@ -232,8 +237,9 @@ def hash_checkpoint(step_dir: Path, paths: Paths, dropped: set) -> dict:
         elif file.name == "manifest.json":
             digest = manifest_digest(file)
         elif file.suffix == ".distcp":
-            # Its bytes hold the unseeded RNG states: its tensors are compared one by one.
-            digest = f"{file.stat().st_size} bytes"
+            # Its bytes (and size) hold the unseeded RNG states' pickles: its tensors are
+            # compared one by one below.
+            digest = "compared by content"
         else:
             digest = hash_file(file, paths, dropped)
         items[f"file {file.relative_to(step_dir)}"] = digest
