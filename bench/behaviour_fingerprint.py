@@ -413,10 +413,13 @@ def tiny_text(r: Runner) -> None:
 
 def tool_part(r: Runner, name: str, args: list[str], outputs: list[str],
               expect: tuple[int, ...] = (0,), run_dirs: tuple[str, ...] = (),
-              measurements: bool = False) -> dict:
-    """One tool invocation: its outcome, the files (`outputs`) and runs it wrote."""
+              measurements: bool = False, ranks: int = 1) -> dict:
+    """One tool invocation: its outcome, the files (`outputs`) and runs it wrote. With
+    several `ranks` (torchrun) their lines interleave in any order: compared sorted."""
     dropped: set = set()
     items = dict(r.run(name, args, expect))
+    if ranks > 1:
+        items["stdout"], items["stderr"] = sorted(items["stdout"]), sorted(items["stderr"])
     for out in outputs:
         for key, value in hash_tree(r.work / out, r.paths, dropped, measurements).items():
             items[f"{out} {key}"] = value
@@ -526,7 +529,7 @@ def checkpoint_tool_parts(r: Runner):
                     [], run_dirs=("conv/from_hf",))
     yield tool_part(r, "convert_checkpoint reshard tp2",
                     [t("convert_checkpoint.py"), "reshard", RUN, "conv/tp2",
-                     "--tensor-parallel", "2"], [], run_dirs=("conv/tp2",))
+                     "--tensor-parallel", "2"], [], run_dirs=("conv/tp2",), ranks=2)
     step = r.work / "conv/unverified/step_0000012"
     if (r.work / RUN / "checkpoints/step_0000012").exists():
         shutil.copytree(r.work / RUN / "checkpoints/step_0000012", step)
