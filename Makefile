@@ -38,7 +38,8 @@ test: $(STAMP)
 # (`--durations` in its output names what to move out): 432 passed, 24 skipped in 70 s
 # (72 s wall) on the quiet 2-core machine, 6 Dec 2026; with five other sessions' tests on
 # the same cores (load average 20-45) a smaller selection took 5 minutes.
-FAST_TESTS := tests/ponder tests/test_config.py tests/test_import_graph.py \
+FAST_TESTS := tests/ponder tests/test_config.py tests/test_config_round_trip.py \
+	tests/test_import_graph.py tests/run/test_exit_codes.py tests/model/test_transforms.py \
 	tests/test_recipes.py tests/attention tests/data tests/inference tests/export \
 	tests/model/test_method_equivalence.py tests/model/test_activation_memory.py \
 	tests/model/test_repeated_work.py tests/model/test_measurement_options.py \
