@@ -31,10 +31,12 @@ and, for each, the items (file, tensor, output line) that do; exit 0 equal, 1 di
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -43,6 +45,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import yaml
 
 THIS_REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 1800  # per command; a hang is a difference too, reported as exit "timeout"
@@ -163,6 +167,7 @@ def hash_file(path: Path, paths: Paths, dropped: set, measurements: bool = False
 
 def value_digest(value) -> str:
     """A stable digest of a loaded checkpoint value: tensors by dtype, shape and bytes."""
+    # defer: torch and numpy, only when hashing a checkpoint (--compare and --help need none)
     import numpy as np
     import torch
 
@@ -199,9 +204,6 @@ def dcp_metadata_digest(path: Path, paths: Paths) -> str:
     key paths and the storage meta with the run's paths replaced. Left out: save_id (a uuid4
     drawn at every save) and storage_data (byte offsets into the shards, which move with the
     size of the unseeded RNG states' pickles)."""
-    import dataclasses
-    import pickle
-
     with path.open("rb") as file:
         metadata = pickle.load(file)
     meta = getattr(metadata, "storage_meta", None)
@@ -227,6 +229,7 @@ def manifest_digest(path: Path) -> str:
 def hash_checkpoint(step_dir: Path, paths: Paths, dropped: set) -> dict:
     """Every tensor of a dist_checkpointing step directory by name (loaded through torch's
     own DCP reader, no project code), common.pt by key, and every file's bytes."""
+    # defer: torch, only when hashing a checkpoint (--compare and --help need none)
     import torch
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
@@ -431,8 +434,6 @@ def tool_part(r: Runner, name: str, args: list[str], outputs: list[str],
 
 def tiny_sweep(r: Runner) -> str:
     """A two-run sweep (vanilla and PonderLM-3, H 32, 4 steps) on the tiny text's data."""
-    import yaml
-
     text = r.work / "text"
     sweep = {
         "name": "fingerprint", "output_dir": str(r.work / "sweep/out"),
