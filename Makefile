@@ -23,7 +23,8 @@ demo: $(STAMP)
 
 # Two workers, whole files each (module fixtures such as the Slurm cluster and the shared
 # DP runs are built once): 925-993 s against 1213 s serial on the quiet 2-core machine;
-# 860 s for the 787 tests of 6 Dec 2026 (fresh clone, quiet).
+# 860 s for the 787 tests of 6 Dec 2026 (fresh clone, quiet); 721 s for the 811 at issue
+# 24's head (783 passed, 28 skipped; fresh clone, quiet, 6 Dec 2026).
 # TEST_WORKERS=0 runs serially; more workers on a larger machine.
 TEST_WORKERS ?= 2
 
@@ -35,8 +36,8 @@ test: $(STAMP)
 # in `make test` (the full suite, what CI runs). A selection of whole files and directories,
 # not a marker: the list lives here, in one place, and no test file changes for it; a new
 # test in a listed directory joins the tier. Keep it under 4 minutes on 2 cores
-# (`--durations` in its output names what to move out): 432 passed, 24 skipped in 70 s
-# (72 s wall) on the quiet 2-core machine, 6 Dec 2026; with five other sessions' tests on
+# (`--durations` in its output names what to move out): 454 passed, 24 skipped in 64 s
+# in a fresh clone on the quiet 2-core machine, 6 Dec 2026; with five other sessions' tests on
 # the same cores (load average 20-45) a smaller selection took 5 minutes.
 FAST_TESTS := tests/ponder tests/test_config.py tests/test_config_round_trip.py \
 	tests/test_import_graph.py tests/run/test_exit_codes.py tests/model/test_transforms.py \
