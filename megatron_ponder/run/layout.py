@@ -150,6 +150,9 @@ def check_output_file(path: str | Path, what: str) -> Path:
     path = Path(path).absolute()
     if path.is_dir():
         _refuse(f"{what} {path} is a directory; give a file name")
+    if not path.parent.is_dir():  # refused now, not by a FileNotFoundError after the work
+        _refuse(f"{what} {path}: its folder {path.parent} does not exist; create it first "
+                "or choose a file in an existing folder; nothing was written")
     inside = _checkpoint_around(path.parent)
     if inside is not None:
         _refuse(f"{what} {path} is inside the checkpoint directory {inside}: "

@@ -108,6 +108,20 @@ def test_eval_ppl_output_never_replaces_a_run_file(run, capsys, output):
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("tool", ["eval_ppl", "show_ponder"])
+def test_an_output_file_in_a_missing_folder_is_refused_before_the_work(run, tmp_path, capsys, tool):
+    """The folder of --output is checked before the checkpoint is read: a typo costs no
+    scoring run and ends with exit 2, not a FileNotFoundError after the work."""
+    output = tmp_path / "missing" / "out.json"
+    if tool == "eval_ppl":
+        code = eval_tool.main([str(run), "--samples", "4", "--output", str(output)])
+    else:
+        code = show_tool.main([str(run), "--text", "The river", "--output", str(output)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--output" in err and "does not exist" in err, err
+    assert not (tmp_path / "missing").exists()
+
+
 def test_show_ponder_output_never_lands_in_a_checkpoint(run, capsys):
     before = snapshot(run)
     step = run / "checkpoints" / "step_0000002"
