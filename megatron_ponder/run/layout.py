@@ -131,17 +131,22 @@ def created_dirs(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def _refuse_inside_a_checkpoint(path: Path, what: str, kind: str) -> None:
+    """No tool output lands in a checkpoint directory (its manifest would no longer hold)."""
+    inside = _checkpoint_around(path.parent)
+    if inside is not None:
+        _refuse(f"{what} {path} is inside the checkpoint directory {inside}: "
+                f"choose a {kind} outside it; nothing was written")
+
+
 def check_output_dir(path: str | Path, what: str) -> Path:
     """A directory a tool will create or add files to (`what` names the argument)."""
     path = check_writable_dir(path, what)
     holds = run_contents(path)
     if holds is not None:
         _refuse(f"{what} {path} holds a training run or checkpoint ({holds}): "
-                          "choose another directory; nothing was written")
-    inside = _checkpoint_around(path.parent)
-    if inside is not None:
-        _refuse(f"{what} {path} is inside the checkpoint directory {inside}: "
-                          "choose a directory outside it; nothing was written")
+                "choose another directory; nothing was written")
+    _refuse_inside_a_checkpoint(path, what, "directory")
     return path
 
 
@@ -153,13 +158,10 @@ def check_output_file(path: str | Path, what: str) -> Path:
     if not path.parent.is_dir():  # refused now, not by a FileNotFoundError after the work
         _refuse(f"{what} {path}: its folder {path.parent} does not exist; create it first "
                 "or choose a file in an existing folder; nothing was written")
-    inside = _checkpoint_around(path.parent)
-    if inside is not None:
-        _refuse(f"{what} {path} is inside the checkpoint directory {inside}: "
-                          "choose a file outside it; nothing was written")
+    _refuse_inside_a_checkpoint(path, what, "file")
     if path.name in RUN_ENTRIES and run_contents(path.parent) is not None:
         _refuse(f"{what} {path} would replace the run's own {path.name}: choose "
-                          "another file name; nothing was written")
+                "another file name; nothing was written")
     return path
 
 

@@ -13,7 +13,7 @@ from megatron.core.transformer.transformer_layer import TransformerLayer
 
 import megatron_ponder.model.compile as compile_module
 from factories import tiny_config
-from megatron_ponder.config import TrainConfig
+from megatron_ponder.config import Recompute, TrainConfig
 from megatron_ponder.model import build_model
 from megatron_ponder.model.recompute import RecomputedTransformerLayer
 from megatron_ponder.model.transforms import apply_transforms
@@ -43,7 +43,7 @@ def test_no_model_module_but_the_transforms_reads_a_train_field():
     assert reads == []
 
 
-@pytest.mark.parametrize("recompute", ["layers", "passes"])
+@pytest.mark.parametrize("recompute", [Recompute.LAYERS, Recompute.PASSES])
 def test_the_build_is_the_same_for_every_recompute_mode(recompute):
     plain, _ = built([])
     model, cfg = built([f"train.recompute={recompute}", "train.compile=true"])
@@ -52,8 +52,8 @@ def test_the_build_is_the_same_for_every_recompute_mode(recompute):
     assert "forward" not in vars(layers(model)[0])  # not compiled by the build
     assert model.state_dict().keys() == plain.state_dict().keys()
     apply_transforms(model, cfg.train)
-    assert model.decoder.recompute_passes == (recompute == "passes")
-    expected = RecomputedTransformerLayer if recompute == "layers" else TransformerLayer
+    assert model.decoder.recompute_passes == (recompute == Recompute.PASSES)
+    expected = RecomputedTransformerLayer if recompute == Recompute.LAYERS else TransformerLayer
     assert [type(layer) for layer in layers(model)] == [expected] * 2
     assert model.state_dict().keys() == plain.state_dict().keys()  # checkpoints do not notice
 
